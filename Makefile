@@ -1,0 +1,39 @@
+# kdvision — every target is idempotent and works on a fresh machine (no .venv, no pip cache).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+SUBPACKAGES := core classification segmentation detection pretraining tools
+STAMP := $(VENV)/.kdvision-installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+DATA ?= $(abspath ../shared/data)
+
+.PHONY: install demo test test-quick test-gpu bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(SUBPACKAGES))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=23" "setuptools<81" wheel
+	$(PY) -m pip install $(addprefix -e ,$(SUBPACKAGES)) -e ".[dev,visdom]"
+	@touch $(STAMP)
+
+demo: install
+	$(PY) classification/demo.py --output runs/demo
+
+test: install
+	KDV_DATA=$(DATA) $(PY) -m pytest -q
+
+test-quick: install
+	KDV_DATA=$(DATA) $(PY) -m pytest -q -m "not slow and not gpu"
+
+test-gpu: install
+	KDV_DATA=$(DATA) $(PY) -m pytest -q -m gpu
+
+bench: install
+	$(PY) benchmarks/bench_dfad.py --data_root $(DATA)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,36 @@
+"""Model zoo: ``create_model(name, num_classes=...)`` and ``list_models()``.
+
+Parameter names follow the original zoos exactly (see ``docs/models.md``) so that the checkpoints those projects
+published load with ``strict=True``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from ..registry import Registry
+
+MODELS = Registry("model")
+
+
+def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model. ``num_classes=None`` keeps the entry's default class count."""
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = MODELS.create(name, **kwargs)
+    model.kd_name = MODELS.resolve(name)  # type: ignore[attr-defined]
+    return model
+
+
+def list_models(include_aliases: bool = False) -> list[str]:
+    return MODELS.names(include_aliases=include_aliases)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Registry metadata of a model: ``input_size`` (C, H, W) it was designed for, ``family``, ..."""
+    return MODELS.meta(name)
+
+
+# Importing the families registers them.
+from . import lenet, resnet_cifar, resnet_cifar_a, wrn, vgg, resnet_repdistiller, mobilenetv2, shufflenet, imagenet  # noqa: E402,F401

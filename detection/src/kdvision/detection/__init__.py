@@ -1,0 +1,3 @@
+"""kdvision detection: KDEP transfer and Detectron2 export."""
+
+__version__ = "0.1.0"
