@@ -23,6 +23,16 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
     return model
 
 
+def build_model(name: str, num_classes: int | None = None, checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
+    """``create_model`` and, when ``checkpoint`` is given, load it strictly (loader rules of ``checkpoint.py``)."""
+    from ..checkpoint import load_weights
+
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model
+
+
 def list_models(include_aliases: bool = False) -> list[str]:
     return MODELS.names(include_aliases=include_aliases)
 

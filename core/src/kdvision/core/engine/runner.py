@@ -1,0 +1,115 @@
+"""Glue shared by every entry script: device, distributed set-up, seeding, run directory, trainer, summary."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import DataError, KDVisionError
+from .config import RunConfig, to_dict
+from .distributed import DistInfo, cleanup, init_distributed, resolve_device
+from .method import Method
+from .rundir import RunDir, get_logger, git_commit, package_versions
+from .seed import seed_everything
+from .trainer import CheckpointHook, EvalHook, Hook, LoggerHook, SampleGridHook, Trainer
+
+
+def check_data_root(data_root: str | None, explicit: bool, has_split: Callable[[], bool], what: str) -> bool:
+    """Whether evaluation data is available.
+
+    A data root the user named that does not exist is an error (a typo must not silently turn evaluation off);
+    a missing split, or a missing default root, is reported by the caller as one warning.
+    """
+    if data_root is None:  # embedded datasets need no root
+        return has_split()
+    if not Path(data_root).exists():
+        if explicit:
+            raise DataError(f"data root not found: {data_root}")
+        return False
+    return has_split()
+
+
+class RunContext:
+    def __init__(self, cfg: RunConfig, *, dry_run: bool = False) -> None:
+        self.cfg = cfg
+        self.dry_run = dry_run
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = resolve_device(cfg.device, local_rank)
+        self.dist: DistInfo = init_distributed(self.device) if not dry_run else DistInfo()
+        seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
+        self.run = RunDir(cfg.output, is_main=self.dist.is_main and not dry_run)
+        if not dry_run:
+            self.run.setup_logging()
+        self.log = get_logger()
+        self.visdom = None
+        if cfg.visdom and self.dist.is_main and not dry_run:
+            from .visdom_logger import VisdomLogger
+
+            self.visdom = VisdomLogger(cfg.visdom, env=Path(cfg.output).name or "kdvision")
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device, channels_last when asked."""
+        module = module.to(self.device)
+        if self.cfg.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def resolved_config(self, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+        return {**cfg_dict, "_run": {"seed": self.cfg.seed, "world_size": self.dist.world_size,
+                                     "device": str(self.device), "git_commit": git_commit(),
+                                     "versions": package_versions()}}
+
+    def train(self, method: Method, *, task: str, metric: str, batch_size: int,
+              evaluator: Callable[[torch.nn.Module], dict[str, float]] | None, teacher_metric: float | None,
+              norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = ()
+              ) -> dict[str, Any]:
+        cfg = self.cfg
+        hooks: list[Hook] = [LoggerHook(cfg.log_interval, cfg.progress), CheckpointHook(), *extra_hooks]
+        if evaluator is not None:
+            hooks.append(EvalHook(evaluator, metric, cfg.eval_every))
+        if norm is not None:
+            hooks.append(SampleGridHook(*norm, every=cfg.eval_every))
+        trainer = Trainer(method, epochs=cfg.epochs, iters_per_epoch=cfg.iters_per_epoch, run=self.run,
+                          dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
+        if cfg.resume:
+            path = self.run.last_ckpt if cfg.resume == "auto" else Path(cfg.resume)
+            if cfg.resume == "auto" and not path.is_file():
+                raise KDVisionError(f"--resume: no checkpoint to resume from in {self.run.checkpoints}")
+            trainer.resume(path)
+        elif self.run.is_main:
+            (self.run.path / "metrics.jsonl").unlink(missing_ok=True)
+        self.run.write_config(self.resolved_config(to_dict(cfg)))
+        if teacher_metric is not None:
+            self.run.log_metrics({"step": trainer.state.step, "epoch": trainer.state.epoch, "split": "test",
+                                  f"teacher_{metric}": teacher_metric})
+        t0 = time.perf_counter()
+        try:
+            state = trainer.fit()
+        finally:
+            if self.visdom is not None:
+                self.visdom.close()
+        wall = time.perf_counter() - t0
+        steps_this_run = max(state.step, 1)
+        summary = {
+            "method": method.name, "task": task, "metric": metric, "teacher_metric": teacher_metric,
+            "student_best": state.best_metric, "student_last": state.last_metric, "iterations": state.step,
+            "batch_size": batch_size,
+            "train_iters_per_s": steps_this_run / state.train_time if state.train_time > 0 else None,
+            "wall_time_s": wall, "device": str(self.device), "world_size": self.dist.world_size,
+            "seed": cfg.seed,
+        }
+        self.run.write_summary(summary)
+        self.log.info(f"done: {task} {metric} teacher={_fmt(teacher_metric)} student best={_fmt(state.best_metric)} "
+                      f"last={_fmt(state.last_metric)}; {summary['train_iters_per_s'] or 0:.2f} it/s; "
+                      f"run directory {self.run.path}")
+        return summary
+
+    def close(self) -> None:
+        cleanup()
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"

@@ -1,0 +1,1 @@
+"""Task-independent training methods (the DFAD game, ...); task subpackages bring data, metrics and configs."""

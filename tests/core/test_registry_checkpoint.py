@@ -1,0 +1,93 @@
+import os
+import pickle
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+
+from kdvision.core.checkpoint import check_state_dict, extract_state_dict, load_weights, read_checkpoint, save_atomic
+from kdvision.core.errors import CheckpointError, ConfigError
+from kdvision.core.registry import Registry
+
+
+def test_registry_aliases_and_errors():
+    reg = Registry("thing")
+    reg.add("alpha", lambda x=1: ("alpha", x), aliases=("a",), family="greek")
+    reg.add("beta", lambda: "beta")
+    assert reg.create("a", x=3) == ("alpha", 3)
+    assert reg.resolve("a") == "alpha" and reg.meta("a") == {"family": "greek"}
+    assert reg.names() == ["alpha", "beta"] and reg.names(include_aliases=True) == ["a", "alpha", "beta"]
+    with pytest.raises(ConfigError) as err:
+        reg.get("alpah")
+    msg = str(err.value)
+    assert "unknown thing 'alpah'" in msg and "did you mean alpha" in msg and "valid: a, alpha, beta" in msg
+    with pytest.raises(ValueError):
+        reg.add("a", lambda: None)
+
+
+class Tiny(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3)
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, 2)
+
+
+@pytest.mark.parametrize("container", ["raw", "state_dict", "model", "s_state_dict", "student"])
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_containers_and_module_prefix(tmp_path, container, prefix):
+    src = Tiny()
+    sd = OrderedDict((prefix + k, v) for k, v in src.state_dict().items())
+    obj = sd if container == "raw" else {container: sd, "epoch": 3, "best_acc1": 91.2}
+    torch.save(obj, tmp_path / "ck.pt")
+    dst = load_weights(Tiny(), tmp_path / "ck.pt")
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k])
+
+
+def test_strict_mismatch_error_names_keys(tmp_path):
+    sd = Tiny(width=4).state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    del sd["fc.bias"]
+    torch.save(sd, tmp_path / "ck.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_weights(Tiny(width=8), tmp_path / "ck.pt")
+    msg = str(err.value)
+    assert "missing 1: fc.bias" in msg
+    assert "unexpected 1: extra.weight" in msg
+    assert "shape mismatch" in msg and "conv.weight (4, 1, 3, 3) vs (8, 1, 3, 3)" in msg
+    assert "\n" not in msg
+    # non-strict loads what fits
+    assert check_state_dict(Tiny(width=4), sd) == ["missing 1: fc.bias", "unexpected 1: extra.weight"]
+
+
+def test_missing_and_unsafe_files(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        read_checkpoint(tmp_path / "nope.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"state_dict": Evil()}, fh)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        read_checkpoint(tmp_path / "evil.pt")
+    torch.save({"epoch": 1, "note": "x"}, tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="holds no state_dict"):
+        extract_state_dict(read_checkpoint(tmp_path / "empty.pt"))
+
+
+def test_atomic_save_keeps_previous_file_on_failure(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"a": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom while saving")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_atomic({"a": torch.zeros(2), "b": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
