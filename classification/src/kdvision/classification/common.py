@@ -5,7 +5,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from kdvision.core.data import NORMALIZATION, dataset_spec, find_split, get_dataset
+from kdvision.core.data import NORMALIZATION, dataset_spec, find_split, get_dataset, is_embedded
 from kdvision.core.engine.config import RunConfig
 from kdvision.core.engine.runner import RunContext, check_data_root
 from kdvision.core.errors import ConfigError
@@ -33,15 +33,20 @@ def check_model_fits(model_name: str, dataset: str) -> None:
                           f"{spec.in_channels} channel(s)")
 
 
+def data_root_of(dataset: str, data_root: str | None) -> str | None:
+    """The root to read ``dataset`` from (None for embedded datasets, which ignore it)."""
+    return None if is_embedded(dataset) else data_root
+
+
 def make_evaluator(ctx: RunContext, cfg: RunConfig, *, dataset: str, normalize: str | None, batch_size: int,
                    workers: int, explicit_root: bool, warn_if_missing: str) -> AccuracyEvaluator | None:
     """Accuracy on the test split, or None (with one warning line) when the split is not available."""
-    ok = check_data_root(cfg.data_root, explicit_root, lambda: find_split(dataset, cfg.data_root, "test"), dataset)
+    root = data_root_of(dataset, cfg.data_root)
+    ok = check_data_root(root, explicit_root, lambda: find_split(dataset, root, "test"), dataset)
     if not ok:
-        ctx.log.warning(f"warning: no {dataset} test split under {cfg.data_root!r}; {warn_if_missing}")
+        ctx.log.warning(f"warning: no {dataset} test split under {root!r}; {warn_if_missing}")
         return None
-    norm = normalize if normalize is not None else None
-    ds = get_dataset(dataset, cfg.data_root, split="test", normalize=norm)
+    ds = get_dataset(dataset, root, split="test", normalize=normalize)
     return AccuracyEvaluator(ds, batch_size, ctx.device, ctx.dist, workers, cfg.amp, cfg.channels_last)
 
 

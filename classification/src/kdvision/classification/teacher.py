@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from kdvision.core.errors import ConfigError, DataError
 from kdvision.core.methods.dfad import lr_factor
 from kdvision.core.models import MODELS, create_model, model_info
 
-from .common import check_model_fits, describe_plan, make_evaluator, param_count
+from .common import check_model_fits, data_root_of, describe_plan, make_evaluator, param_count
 
 RECIPES: dict[str, dict[str, Any]] = {
     "dfad": dict(recipe="dfad", batch_size=256, test_batch_size=128, epochs=30, lr=0.1, weight_decay=5e-4,
@@ -169,7 +170,7 @@ def build_parser(recipe: str):
     g.add_argument("--pretrained", action="store_true", help="ImageNet-pretrained torchvision weights")
     g.add_argument("--workers", "-j", dest="workers", type=int)
     g.add_argument("--gpu", type=int, help="GPU index (MosaicKD)")
-    g.add_argument("--print-freq", "--print_freq", "--log-interval", dest="log_interval", type=int)
+    g.add_argument("--print-freq", "--print_freq", dest="log_interval", type=int, help="alias of --log-interval")
     g.add_argument("--test-only", "--test_only", "--evaluate", dest="test_only", action="store_true")
     g.add_argument("--verbose", action="store_true")
     g.add_argument("--no-cuda", "--no_cuda", dest="device", action="store_const", const="cpu")
@@ -193,10 +194,13 @@ def run(cfg: TeacherConfig, *, given: set[str], dry_run: bool = False) -> dict:
     num_classes = cfg.num_classes or spec.num_classes
     if spec.num_classes and num_classes != spec.num_classes:
         raise ConfigError(f"--num_classes {num_classes} does not match {cfg.dataset} ({spec.num_classes} classes)")
-    if cfg.data_root is not None and not find_split(cfg.dataset, cfg.data_root, "train"):
-        raise DataError(f"no {cfg.dataset} training split under {cfg.data_root!r}")
+    root = data_root_of(cfg.dataset, cfg.data_root)
+    if root is not None and not Path(root).exists():
+        raise DataError(f"data root not found: {root}")
+    if not find_split(cfg.dataset, root, "train"):
+        raise DataError(f"no {cfg.dataset} training split under {root!r}")
     ctx = RunContext(cfg, dry_run=dry_run)
-    train_set = get_dataset(cfg.dataset, cfg.data_root, split="train", train_transform=cfg.augment,
+    train_set = get_dataset(cfg.dataset, root, split="train", train_transform=cfg.augment,
                             normalize=cfg.normalize)
     model = ctx.prepare(create_model(model_name, num_classes))
     evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,

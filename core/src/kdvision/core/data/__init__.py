@@ -1,0 +1,27 @@
+"""Datasets with the published normalisation constants.
+
+>>> from kdvision.core.data import dataset_spec, get_dataset, find_split
+>>> spec = dataset_spec("cifar10")            # DatasetSpec(name, num_classes, in_channels, image_size, mean, std, ...)
+>>> ds = get_dataset("cifar100", root, "test", normalize="cifar10")   # DFAD: CIFAR-100 with CIFAR-10 statistics
+>>> find_split("mnist", root, "test")        # True/False, never raises for missing data
+
+Every dataset yields ``(float32 image C×H×W, normalised; int label)`` and carries ``.spec`` with the statistics it
+applied. Small datasets (MNIST, CIFAR, SVHN, the CIFAR-10 subset, digits) are in-memory tensors
+(:class:`TensorImageDataset`) normalised on the fly, vectorised; Caltech-101 and ``imagefolder`` decode lazily.
+Missing roots, splits or files raise a one-line :class:`~kdvision.core.errors.DataError` naming the path.
+"""
+from __future__ import annotations
+
+from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, TensorImageDataset, dataset_spec,
+                   dataset_splits, find_split, get_dataset, is_embedded, list_datasets)
+from .normalization import NORMALIZATION, normalization
+from .resize import resize_uint8_like_pil
+
+# Importing the readers registers them.
+from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
+
+__all__ = [
+    "DATASETS", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "TensorImageDataset",
+    "dataset_spec", "dataset_splits", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
+    "resize_uint8_like_pil",
+]

@@ -1,0 +1,53 @@
+"""Generic ``root/{split}/<class>/<image>`` datasets through torchvision's ImageFolder.
+
+Defaults follow the ImageNet recipe: test Resize(image_size * 256 / 224, short side) → CenterCrop(image_size);
+train RandomResizedCrop(image_size) → HFlip; ImageNet normalisation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, DataError
+from .base import DATASETS, DatasetSpec, require_root, with_stats
+from .normalization import NORMALIZATION
+
+IMAGEFOLDER_SPEC = DatasetSpec("imagefolder", None, 3, (224, 224), *NORMALIZATION["imagenet"])
+
+
+def _find(root, split: str) -> bool:
+    return root is not None and (Path(root).expanduser() / split).is_dir()
+
+
+def folder_transform(train: bool, image_size: int, resize_size: int, mean, std):
+    from torchvision.transforms import v2
+
+    geometry = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()] if train else \
+        [v2.Resize(resize_size), v2.CenterCrop(image_size)]
+    return v2.Compose([*geometry, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(list(mean), list(std))])
+
+
+@DATASETS.register("imagefolder", aliases=("image_folder",), spec=IMAGEFOLDER_SPEC, splits=(), find=_find)
+def build_imagefolder(root, split, *, train_transform, mean, std, download, image_size: int = 224,
+                      resize_size: int | None = None):
+    """``root/{split}/<class>/*`` (any split name, e.g. train/val/test); ``.spec.num_classes`` from the folders."""
+    import torchvision
+
+    if int(image_size) <= 0:
+        raise ConfigError(f"imagefolder image_size must be positive, got {image_size}")
+    image_size = int(image_size)
+    resize_size = int(resize_size) if resize_size is not None else int(round(image_size * 256 / 224))
+    path = require_root(root, "imagefolder")
+    folder = path / split
+    if not folder.is_dir():
+        raise DataError(f"imagefolder {split} split not found: expected {folder}/<class>/<image>")
+    try:
+        ds = torchvision.datasets.ImageFolder(str(folder), transform=folder_transform(
+            train_transform, image_size, resize_size, mean, std))
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"imagefolder {folder}: {' '.join(str(exc).split())}") from None
+    ds.spec = with_stats(IMAGEFOLDER_SPEC, (mean, std), num_classes=len(ds.classes),  # type: ignore[attr-defined]
+                         image_size=(image_size, image_size), class_names=tuple(ds.classes))
+    return ds

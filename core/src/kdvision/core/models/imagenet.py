@@ -1,0 +1,38 @@
+"""torchvision ImageNet classifiers under toolkit names (``resnet18_imagenet`` …, ``mobilenetv2_imagenet``).
+
+The classes are torchvision's own, built with ``weights=None``: nothing is ever downloaded. Published torchvision
+weights (and mdistiller / SDD / DFAD-Caltech checkpoints in torchvision format) load with ``load_weights``; they
+expect ImageNet normalisation. ``num_classes`` replaces the head (e.g. 101 for DFAD's Caltech-101 ResNets).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+from torchvision import models as tvm
+
+from . import MODELS
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_META = dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def _register_resnet(depth: int) -> None:
+    ctor = getattr(tvm, f"resnet{depth}")
+
+    def build(num_classes: int = 1000, **kwargs) -> nn.Module:
+        return ctor(weights=None, num_classes=num_classes, **kwargs)
+
+    name = f"resnet{depth}_imagenet"
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"torchvision ResNet-{depth} (``fc`` head, ``downsample`` shortcuts), random init."
+    MODELS.add(name, build, family="torchvision_resnet", **_META)
+    globals()[name] = build
+
+
+for _depth in (18, 34, 50, 101):
+    _register_resnet(_depth)
+
+
+@MODELS.register("mobilenetv2_imagenet", family="torchvision_mobilenetv2", **_META)
+def mobilenetv2_imagenet(num_classes: int = 1000, **kwargs) -> nn.Module:
+    """torchvision MobileNetV2 (``features.*``, ``classifier.1``), random init; CMI's ``mobilenetv2`` entry."""
+    return tvm.mobilenet_v2(weights=None, num_classes=num_classes, **kwargs)

@@ -1,0 +1,52 @@
+"""LeNet-5 for 1×32×32 digits (DFAD / DAFL MNIST teacher and its half-width student).
+
+Layout: three 5×5 convolutions without padding (``conv1``, ``conv2``, ``conv3``), each followed by ReLU, a 2×2
+max-pool after ``conv1`` and ``conv2``, then ``fc1`` + ReLU and ``fc2``. On a 32×32 input ``conv3`` produces a 1×1 map,
+so the flattened feature has exactly ``conv3``'s channel count.
+
+Published MNIST LeNet-5 weights usually expect ``Normalize(0.1307, 0.3081)`` on an image padded or resized to 32×32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import MODELS
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with configurable widths; the defaults give the classic 61,706-parameter network."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1,
+                 widths: tuple[int, int, int, int] = (6, 16, 120, 84)) -> None:
+        super().__init__()
+        c1, c2, c3, f1 = widths
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=5)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
+        self.conv3 = nn.Conv2d(c2, c3, kernel_size=5)
+        self.fc1 = nn.Linear(c3, f1)
+        self.fc2 = nn.Linear(f1, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.conv3(x))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+_META = dict(input_size=(1, 32, 32), family="lenet", mean=MNIST_MEAN, std=MNIST_STD)
+
+
+@MODELS.register("lenet5", **_META)
+def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
+    return LeNet5(num_classes, in_channels, widths=(6, 16, 120, 84))
+
+
+@MODELS.register("lenet5_half", **_META)
+def lenet5_half(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
+    return LeNet5(num_classes, in_channels, widths=(3, 8, 60, 42))
