@@ -102,9 +102,10 @@ class RunContext:
             "seed": cfg.seed,
         }
         self.run.write_summary(summary)
-        self.log.info(f"done: {task} {metric} teacher={_fmt(teacher_metric)} student best={_fmt(state.best_metric)} "
-                      f"last={_fmt(state.last_metric)}; {summary['train_iters_per_s'] or 0:.2f} it/s; "
-                      f"run directory {self.run.path}")
+        who = "student" if teacher_metric is not None else "model"
+        self.log.info(f"done ({method.name}): {who} best {metric} {_fmt(state.best_metric)}, last "
+                      f"{_fmt(state.last_metric)}" + (f"; teacher {_fmt(teacher_metric)}" if teacher_metric else "")
+                      + f"; {summary['train_iters_per_s'] or 0:.2f} it/s; run directory {self.run.path}")
         return summary
 
     def close(self) -> None:

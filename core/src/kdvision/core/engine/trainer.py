@@ -146,8 +146,10 @@ class LoggerHook(Hook):
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
         self._bar = None
+        self._epoch = 1
 
     def before_epoch(self, trainer: Trainer) -> None:
+        self._epoch = trainer.state.epoch + 1  # 1-based epoch being trained
         if self.progress and trainer.dist.is_main:
             from tqdm.auto import tqdm
 
@@ -175,16 +177,17 @@ class LoggerHook(Hook):
         if bad:
             raise TrainingDiverged(
                 f"loss {', '.join(bad)} became {means[bad[0]]} at step {trainer.state.step} (epoch "
-                f"{trainer.state.epoch + 1}); last good checkpoint: {trainer.run.last_ckpt}")
+                f"{self._epoch}); last good checkpoint: {trainer.run.last_ckpt}")
         st = trainer.state
-        trainer.run.log_metrics({"step": st.step, "epoch": st.epoch + 1, "split": "train", **means})
+        epoch = self._epoch
+        trainer.run.log_metrics({"step": st.step, "epoch": epoch, "split": "train", **means})
         if trainer.visdom is not None:
             trainer.visdom.scalars(st.step, means, "train")
         if self._bar is not None:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
         elif trainer.dist.is_main:
             msg = " ".join(f"{k}={v:.4g}" for k, v in means.items())
-            trainer.log.info(f"epoch {st.epoch + 1} step {st.step}: {msg}")
+            trainer.log.info(f"epoch {epoch} step {st.step}: {msg}")
 
     def after_epoch(self, trainer: Trainer) -> None:
         self.flush(trainer)
