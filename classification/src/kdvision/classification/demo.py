@@ -16,8 +16,8 @@ from pathlib import Path
 
 from . import dfad, teacher
 
-TEACHER_ARGS = ["--dataset", "digits", "--model", "lenet5", "--epochs", "30", "--batch_size", "64", "--lr", "0.05",
-                "--weight_decay", "5e-4", "--seed", "1", "--device", "cpu"]
+TEACHER_ARGS = ["--dataset", "digits", "--model", "lenet5", "--epochs", "20", "--batch_size", "64", "--lr", "0.05",
+                "--weight_decay", "5e-3", "--seed", "1", "--device", "cpu"]
 
 
 def main(argv: list[str] | None = None) -> int:
