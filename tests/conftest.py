@@ -1,30 +1,17 @@
-"""Shared fixtures: where the real data lives, and a guard that the shared folder is present."""
+"""Shared fixtures: the real-data folder, and the GPU marker."""
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("KDV_DATA", REPO.parent / "shared" / "data")).resolve()
+from kdv_testutils import data_root
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def shared_data():
     root = data_root()
     if not root.is_dir():
         pytest.skip(f"shared data folder not found at {root} (set KDV_DATA)")
     return root
-
-
-def require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real-data file not found: {path}")
-    return path
 
 
 def pytest_collection_modifyitems(config, items):

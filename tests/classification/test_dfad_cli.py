@@ -13,7 +13,10 @@ from kdvision.core.engine.config import apply_overrides
 from kdvision.core.engine.rundir import SUMMARY_KEYS
 from kdvision.core.models import create_model
 
-from .conftest import TINY, run_script
+from kdv_testutils import run_script
+
+TINY = ["--dataset", "digits", "--batch_size", "8", "--epochs", "1", "--iters-per-epoch", "2", "--set", "ngf=8",
+        "--device", "cpu", "--test_batch_size", "128"]
 
 
 def _one_line_error(proc):
@@ -25,35 +28,35 @@ def _one_line_error(proc):
 
 
 def test_missing_checkpoint(tmp_path):
-    err = _one_line_error(run_script("dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--output", tmp_path))
+    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--output", tmp_path))
     assert "checkpoint file not found" in err and "nope.pt" in err
 
 
 def test_wrong_architecture_checkpoint_names_keys(tmp_path):
     torch.save(create_model("lenet5_half").state_dict(), tmp_path / "half.pt")
-    err = _one_line_error(run_script("dfad_mnist.py", *TINY, "--ckpt", tmp_path / "half.pt", "--output", tmp_path))
+    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "half.pt", "--output", tmp_path))
     assert "does not match model lenet5" in err and "conv1.weight (3, 1, 5, 5) vs (6, 1, 5, 5)" in err
 
 
 def test_missing_data_root(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", tmp_path / "no_such_dir",
+    err = _one_line_error(run_script("classification/dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", tmp_path / "no_such_dir",
                                      "--epochs", "1", "--iters-per-epoch", "1", "--output", tmp_path / "run"))
     assert "data root not found" in err and "no_such_dir" in err
 
 
 def test_unknown_model_lists_valid_names(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--teacher", "lenet7",
+    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--teacher", "lenet7",
                                      "--output", tmp_path))
     assert "unknown model 'lenet7'" in err and "lenet5" in err and "wrn40_2" in err
 
 
 def test_debug_shows_traceback(tmp_path):
-    proc = run_script("dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--debug")
+    proc = run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, toy_teacher):
-    proc = run_script("dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path / "run", "--dry-run")
+    proc = run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path / "run", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     for word in ("DFAD plan", "teacher", "lenet5 61,706 params", "student", "lenet5_half 15,738 params",
                  "generator", "schedule", "evaluation", "digits test split"):
@@ -108,7 +111,7 @@ def test_resume_is_exact(tmp_path, toy_teacher):
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path,
+    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path,
                                      "--resume"))
     assert "no checkpoint to resume from" in err
 
@@ -116,7 +119,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, toy_teacher):
 def test_missing_eval_split_trains_with_one_warning(tmp_path, toy_teacher):
     root = tmp_path / "empty_root"
     root.mkdir()
-    proc = run_script("dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", root, "--batch_size", "8", "--epochs",
+    proc = run_script("classification/dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", root, "--batch_size", "8", "--epochs",
                       "1", "--iters-per-epoch", "2", "--set", "ngf=8", "--device", "cpu", "--output", tmp_path / "r")
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning:")]
@@ -144,7 +147,7 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path, toy_teacher):
-    proc = run_script("dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path / "ddp", timeout=600,
+    proc = run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path / "ddp", timeout=600,
                       launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                                 f"--master_port={free_port()}"])
     assert proc.returncode == 0, proc.stderr[-2000:]

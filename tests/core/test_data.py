@@ -24,8 +24,8 @@ from kdvision.core.data import caltech as caltech_mod
 from kdvision.core.data.digits import digits_arrays, digits_split_indices, _digits_all
 from kdvision.core.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("KDV_DATA", REPO.parent / "shared" / "data"))
+from kdv_testutils import data_root
+DATA = data_root()
 HAS_MNIST = (DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file()
 HAS_SUBSET = (DATA / "cifar10_test_subset" / "cifar10_test_first846.npz").is_file()
 needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"real MNIST not found under KDV_DATA={DATA}")

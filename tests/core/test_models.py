@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import inspect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,9 @@ from kdvision.core.checkpoint import load_weights
 from kdvision.core.errors import CheckpointError, ConfigError
 from kdvision.core.models import MODELS, create_model, list_models, model_info
 
-REPO = Path(__file__).resolve().parents[2]
+from kdv_testutils import data_root
 GOLDEN = json.loads((Path(__file__).with_name("golden") / "model_keys.json").read_text())
-DATA = Path(os.environ.get("KDV_DATA", REPO.parent / "shared" / "data"))
+DATA = data_root()
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 ALL_MODELS = list_models()
