@@ -177,3 +177,15 @@ def test_visdom_logger_unreachable_server_is_quiet_and_fast():
     assert time.perf_counter() - t0 < 0.5  # the training loop never waits on the network
     vis._thread.join(10)
     assert vis._dead.is_set()
+
+
+def test_import_has_no_side_effects():
+    """Importing the library neither imports visdom nor contacts anything nor creates files."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kdvision.classification.dfad, kdvision.classification.teacher, kdvision.core.engine.runner;"
+            "print('visdom' in sys.modules, 'tqdm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
