@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -103,17 +103,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     return load_state_dict(model, sd, strict=strict, source=str(path))
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(fh)`` on a temporary file in the same folder, fsync, then rename it over ``path``.
 
-    A crash while saving leaves the previous file intact.
+    A crash while writing leaves the previous file intact and no temporary file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -126,3 +126,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` with :func:`atomic_write`."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -30,12 +30,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checkpoint import atomic_write
 from ..errors import DataError
 from .base import DATASETS, DatasetSpec, ImageListDataset, is_writable_dir, require_root, run_download, with_stats
 from .normalization import NORMALIZATION
@@ -142,19 +142,7 @@ def verify_split_document(doc: Any, path: Path, seed: int | None = None) -> None
 
 
 def _atomic_write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fh.write((json.dumps(doc, indent=1) + "\n").encode("utf-8")))
 
 
 def _read_json(path: Path) -> Any:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._init import he_init_
+
 from . import MODELS
 
 
@@ -67,15 +69,7 @@ class MobileNetV2Cifar(nn.Module):
         self.conv2 = _conv_bn(channels, self.last_channel, 1, 1)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init_(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)

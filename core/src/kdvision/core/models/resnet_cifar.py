@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from ._init import he_init_
 import torch.nn.functional as F
 
 from . import MODELS
@@ -50,12 +52,7 @@ class CifarResNet(nn.Module):
         self.layer4 = self._make_layer(512, num_blocks[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512 * BasicBlock.expansion, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_(self, zero_linear_bias=False)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []

@@ -7,10 +7,11 @@ in the original (32-px inputs run block 4 at 4×4); then adaptive average poolin
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
+
+from ._init import he_init_
 import torch.nn.functional as F
 
 from . import MODELS
@@ -49,17 +50,7 @@ class VGG(nn.Module):
         self.pool3 = nn.MaxPool2d(2, 2)
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cfg[4][-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init_(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.shape[2]

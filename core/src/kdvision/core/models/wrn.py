@@ -7,10 +7,11 @@ and always ``block2.layer.0`` / ``block3.layer.0``. Final ``bn1`` + ReLU, global
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
+
+from ._init import he_init_
 import torch.nn.functional as F
 
 from . import MODELS
@@ -70,15 +71,7 @@ class WideResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[3], num_classes)
         self.num_features = widths[3]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        he_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
