@@ -139,59 +139,59 @@ def run(cfg: DFADConfig, *, explicit_root: bool, dry_run: bool = False, given: s
         check_model_fits(name, cfg.dataset)
     decay = lr_decay_epochs(cfg)
     ctx = RunContext(cfg, dry_run=dry_run)
-    world = ctx.dist.world_size
-    if cfg.batch_size % world:
-        raise ConfigError(f"--batch_size {cfg.batch_size} is not divisible by the {world} processes")
-
-    teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=cfg.ckpt))
-    student = ctx.prepare(create_model(cfg.student, num_classes))
-    generator = ctx.prepare(create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf, img_size=cfg.img_size,
-                                             nc=spec.in_channels))
-    evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
-                               batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=explicit_root,
-                               warn_if_missing="training anyway (data-free); no evaluation will happen")
-    norm = normalization_of(cfg.dataset, cfg.normalize)
-    if dry_run:
-        print(describe_plan("DFAD plan", {
-            "dataset": f"{cfg.dataset} ({num_classes} classes, normalisation mean={norm[0]} std={norm[1]})",
-            "teacher": f"{cfg.teacher} {param_count(teacher)} params, weights {cfg.ckpt}",
-            "student": f"{cfg.student} {param_count(student)} params",
-            "generator": f"{cfg.generator} nz={cfg.nz} {param_count(generator)} params",
-            "schedule": f"{cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, lr_S {cfg.lr_S} "
-                        f"(SGD m={cfg.momentum} wd={cfg.weight_decay}), lr_G {cfg.lr_G} (Adam), "
-                        f"decay x{cfg.lr_decay_gamma} from epochs {decay or 'never'}",
-            "evaluation": f"{cfg.dataset} test split under {cfg.data_root}" if evaluator else "none (data not found)",
-            "device": f"{ctx.device} (world size {ctx.dist.world_size})",
-            "output": cfg.output,
-        }))
-        return {}
-
-    teacher_acc = evaluator(teacher)["acc"] if evaluator else None
-    if teacher_acc is not None:
-        ctx.log.info(f"teacher {cfg.teacher} test acc {teacher_acc:.4f}")
-    if ctx.dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        student, generator = DDP(student), DDP(generator)
-    if cfg.compile:
-        import torch
-
-        student, generator = torch.compile(student), torch.compile(generator)
-    method = DFAD(teacher, student, generator, nz=cfg.nz, batch_size=cfg.batch_size // world, lr_S=cfg.lr_S,
-                  lr_G=cfg.lr_G, weight_decay=cfg.weight_decay, momentum=cfg.momentum, loss=cfg.loss,
-                  student_steps=cfg.student_steps, student_bn_update_in_g_step=cfg.student_bn_update_in_g_step,
-                  batched_generation=cfg.batched_generation, lr_decay_epochs=decay,
-                  lr_decay_gamma=cfg.lr_decay_gamma, device=ctx.device, amp=cfg.amp,
-                  channels_last=cfg.channels_last)
-    if cfg.test_only:
-        if cfg.resume:
-            from kdvision.core.checkpoint import load_weights
-
-            load_weights(method.eval_model(), ctx.run.last_ckpt if cfg.resume == "auto" else cfg.resume)
-            result = evaluator(method.eval_model()) if evaluator else {}
-            ctx.log.info(f"student test acc {result.get('acc', float('nan')):.4f}")
-        return {"teacher_metric": teacher_acc}
     try:
+        world = ctx.dist.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(f"--batch_size {cfg.batch_size} is not divisible by the {world} processes")
+
+        teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=cfg.ckpt))
+        student = ctx.prepare(create_model(cfg.student, num_classes))
+        generator = ctx.prepare(create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf, img_size=cfg.img_size,
+                                                 nc=spec.in_channels))
+        evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
+                                   batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=explicit_root,
+                                   warn_if_missing="training anyway (data-free); no evaluation will happen")
+        norm = normalization_of(cfg.dataset, cfg.normalize)
+        if dry_run:
+            print(describe_plan("DFAD plan", {
+                "dataset": f"{cfg.dataset} ({num_classes} classes, normalisation mean={norm[0]} std={norm[1]})",
+                "teacher": f"{cfg.teacher} {param_count(teacher)} params, weights {cfg.ckpt}",
+                "student": f"{cfg.student} {param_count(student)} params",
+                "generator": f"{cfg.generator} nz={cfg.nz} {param_count(generator)} params",
+                "schedule": f"{cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, lr_S {cfg.lr_S} "
+                            f"(SGD m={cfg.momentum} wd={cfg.weight_decay}), lr_G {cfg.lr_G} (Adam), "
+                            f"decay x{cfg.lr_decay_gamma} from epochs {decay or 'never'}",
+                "evaluation": f"{cfg.dataset} test split under {cfg.data_root}" if evaluator else "none (data not found)",
+                "device": f"{ctx.device} (world size {ctx.dist.world_size})",
+                "output": cfg.output,
+            }))
+            return {}
+
+        teacher_acc = evaluator(teacher)["acc"] if evaluator else None
+        if teacher_acc is not None:
+            ctx.log.info(f"teacher {cfg.teacher} test acc {teacher_acc:.4f}")
+        if ctx.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            student, generator = DDP(student), DDP(generator)
+        if cfg.compile:
+            import torch
+
+            student, generator = torch.compile(student), torch.compile(generator)
+        method = DFAD(teacher, student, generator, nz=cfg.nz, batch_size=cfg.batch_size // world, lr_S=cfg.lr_S,
+                      lr_G=cfg.lr_G, weight_decay=cfg.weight_decay, momentum=cfg.momentum, loss=cfg.loss,
+                      student_steps=cfg.student_steps, student_bn_update_in_g_step=cfg.student_bn_update_in_g_step,
+                      batched_generation=cfg.batched_generation, lr_decay_epochs=decay,
+                      lr_decay_gamma=cfg.lr_decay_gamma, device=ctx.device, amp=cfg.amp,
+                      channels_last=cfg.channels_last)
+        if cfg.test_only:
+            if cfg.resume:
+                from kdvision.core.checkpoint import load_weights
+
+                load_weights(method.eval_model(), ctx.run.last_ckpt if cfg.resume == "auto" else cfg.resume)
+                result = evaluator(method.eval_model()) if evaluator else {}
+                ctx.log.info(f"student test acc {result.get('acc', float('nan')):.4f}")
+            return {"teacher_metric": teacher_acc}
         return ctx.train(method, task="classification", metric="acc", batch_size=cfg.batch_size,
                          evaluator=evaluator, teacher_metric=teacher_acc, norm=norm)
     finally:

@@ -200,55 +200,55 @@ def run(cfg: TeacherConfig, *, given: set[str], dry_run: bool = False) -> dict:
     if not find_split(cfg.dataset, root, "train"):
         raise DataError(f"no {cfg.dataset} training split under {root!r}")
     ctx = RunContext(cfg, dry_run=dry_run)
-    train_set = get_dataset(cfg.dataset, root, split="train", train_transform=cfg.augment,
-                            normalize=cfg.normalize)
-    model = ctx.prepare(create_model(model_name, num_classes))
-    evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
-                               batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=True,
-                               warn_if_missing="no evaluation; the last weights are exported")
-    decay = list(range(cfg.step_size, cfg.epochs + 1, cfg.step_size)) if cfg.scheduler else []
-    schedule = "cosine" if cfg.recipe == "mosaickd" else "step"
-    if ctx.dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model)
-    method = Supervised(model, train_set, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-                        weight_decay=cfg.weight_decay, schedule=schedule, decay_epochs=decay,
-                        gamma=cfg.lr_decay_gamma, epochs=cfg.epochs, seed=cfg.seed, device=ctx.device,
-                        dist=ctx.dist, workers=cfg.workers, amp=cfg.amp, channels_last=cfg.channels_last)
-    if "iters_per_epoch" not in given:
-        cfg.iters_per_epoch = len(method.loader)
-    if dry_run:
-        print(describe_plan("teacher training plan", {
-            "dataset": f"{cfg.dataset} ({len(train_set)} training images, {num_classes} classes)",
-            "model": f"{model_name} {param_count(unwrap(model))} params",
-            "recipe": f"{cfg.recipe}: {cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, "
-                      f"lr {cfg.lr} ({schedule}{', decay at ' + str(decay) if decay else ''}), "
-                      f"wd {cfg.weight_decay}",
-            "evaluation": "test split" if evaluator else "none",
-            "output": cfg.output,
-        }))
-        return {}
-    if cfg.test_only:
-        if cfg.resume:
-            from kdvision.core.checkpoint import load_weights
-
-            load_weights(unwrap(model), ctx.run.last_ckpt if cfg.resume == "auto" else cfg.resume)
-        result = evaluator(unwrap(model)) if evaluator else {}
-        print(f"test acc {result.get('acc', float('nan')):.4f}")
-        return result
-    export = ctx.run.path / f"{cfg.dataset}-{cfg.model}.pt"
-    hooks = [ExportBestHook(export)]
     try:
+        train_set = get_dataset(cfg.dataset, root, split="train", train_transform=cfg.augment,
+                                normalize=cfg.normalize)
+        model = ctx.prepare(create_model(model_name, num_classes))
+        evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
+                                   batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=True,
+                                   warn_if_missing="no evaluation; the last weights are exported")
+        decay = list(range(cfg.step_size, cfg.epochs + 1, cfg.step_size)) if cfg.scheduler else []
+        schedule = "cosine" if cfg.recipe == "mosaickd" else "step"
+        if ctx.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model)
+        method = Supervised(model, train_set, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay, schedule=schedule, decay_epochs=decay,
+                            gamma=cfg.lr_decay_gamma, epochs=cfg.epochs, seed=cfg.seed, device=ctx.device,
+                            dist=ctx.dist, workers=cfg.workers, amp=cfg.amp, channels_last=cfg.channels_last)
+        if "iters_per_epoch" not in given:
+            cfg.iters_per_epoch = len(method.loader)
+        if dry_run:
+            print(describe_plan("teacher training plan", {
+                "dataset": f"{cfg.dataset} ({len(train_set)} training images, {num_classes} classes)",
+                "model": f"{model_name} {param_count(unwrap(model))} params",
+                "recipe": f"{cfg.recipe}: {cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, "
+                          f"lr {cfg.lr} ({schedule}{', decay at ' + str(decay) if decay else ''}), "
+                          f"wd {cfg.weight_decay}",
+                "evaluation": "test split" if evaluator else "none",
+                "output": cfg.output,
+            }))
+            return {}
+        if cfg.test_only:
+            if cfg.resume:
+                from kdvision.core.checkpoint import load_weights
+
+                load_weights(unwrap(model), ctx.run.last_ckpt if cfg.resume == "auto" else cfg.resume)
+            result = evaluator(unwrap(model)) if evaluator else {}
+            print(f"test acc {result.get('acc', float('nan')):.4f}")
+            return result
+        export = ctx.run.path / f"{cfg.dataset}-{cfg.model}.pt"
+        hooks = [ExportBestHook(export)]
         summary = ctx.train(method, task="classification", metric="acc", batch_size=cfg.batch_size,
                             evaluator=evaluator, teacher_metric=None, extra_hooks=hooks)
+        if evaluator is None and ctx.dist.is_main:
+            save_atomic(unwrap(model).state_dict(), export)
+        ctx.log.info(f"teacher weights: {export}")
+        summary["export"] = str(export)
+        return summary
     finally:
         ctx.close()
-    if evaluator is None and ctx.dist.is_main:
-        save_atomic(unwrap(model).state_dict(), export)
-    ctx.log.info(f"teacher weights: {export}")
-    summary["export"] = str(export)
-    return summary
 
 
 def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:
