@@ -1,17 +1,30 @@
 """Pieces shared by the classification entry points: dataset/model resolution and evaluation set-up."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-
-from kdvision.core.data import NORMALIZATION, dataset_spec, find_split, get_dataset, is_embedded
-from kdvision.core.engine.config import RunConfig
+from kdvision.core.data import (
+    NORMALIZATION,
+    dataset_spec,
+    find_split,
+    get_dataset,
+    is_embedded,
+)
+from kdvision.core.engine.config import RunConfig, load_yaml
 from kdvision.core.engine.runner import RunContext, check_data_root
 from kdvision.core.errors import ConfigError
 from kdvision.core.models import model_info
 
 from .evaluation import AccuracyEvaluator
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset shipped in ``kdvision/classification/configs/NAME.yaml``."""
+    return load_yaml(CONFIG_DIR / f"{name}.yaml")
 
 
 def normalization_of(dataset: str, normalize: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -19,7 +19,14 @@ from kdvision.core.generators import create_generator
 from kdvision.core.methods.dfad import DFAD, LOSSES
 from kdvision.core.models import build_model, create_model
 
-from .common import check_model_fits, describe_plan, make_evaluator, normalization_of, param_count
+from .common import (
+    check_model_fits,
+    describe_plan,
+    load_preset,
+    make_evaluator,
+    normalization_of,
+    param_count,
+)
 
 
 @dataclass
@@ -54,27 +61,9 @@ class DFADConfig(RunConfig):
     channels_last: bool = True  # measured faster for the generator's convolutions (docs/benchmarks.md)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "mnist": dict(dataset="mnist", teacher="lenet5", student="lenet5_half", generator="dfad_a", nz=100,
-                  img_size=32, batch_size=512, test_batch_size=256, epochs=40, iters_per_epoch=50, lr_S=0.01,
-                  lr_G=1e-3, weight_decay=1e-4, step_size=100, seed=1, data_root="data",
-                  ckpt="checkpoint/teacher/mnist-lenet5.pt", output="runs/dfad_mnist"),
-    "cifar": dict(dataset="cifar10", teacher="resnet34_8x", student="resnet18_8x", generator="dfad_a", nz=256,
-                  img_size=32, batch_size=256, test_batch_size=128, epochs=500, iters_per_epoch=50, lr_S=0.1,
-                  lr_G=1e-3, weight_decay=5e-4, step_size=None, milestones=[100, 200], normalize="cifar10",
-                  seed=1, data_root="data", output="runs/dfad_cifar"),
-    "caltech101": dict(dataset="caltech101", teacher="resnet34_imagenet", student="resnet18_imagenet",
-                       generator="dfad_b", nz=256, img_size=128, batch_size=64, test_batch_size=32, epochs=300,
-                       iters_per_epoch=50, lr_S=0.1, lr_G=1e-3, weight_decay=5e-4, step_size=100, seed=1,
-                       data_root="data", ckpt="checkpoint/teacher/caltech101-resnet34.pt", workers=4,
-                       output="runs/dfad_caltech101"),
-    # The embedded default of `make demo`: digits from scikit-learn, no download. A narrower generator (ngf 16)
-    # and one LR decay keep it under three minutes on two CPU cores and stable to the last epoch.
-    "digits": dict(dataset="digits", teacher="lenet5", student="lenet5_half", generator="dfad_a", nz=100, ngf=16,
-                   img_size=32, batch_size=256, test_batch_size=512, epochs=4, iters_per_epoch=50, lr_S=0.01,
-                   lr_G=1e-3, weight_decay=1e-4, scheduler=True, step_size=None, milestones=[3], seed=1,
-                   output="runs/dfad_digits"),
-}
+# One home per preset: the YAML files in ``configs/`` (the original scripts' defaults, documented there).
+PRESETS: dict[str, dict[str, Any]] = {name: load_preset(f"dfad_{name}") for name in ("mnist", "cifar", "caltech101",
+                                                                                   "digits")}
 DATASET_CHOICES = {"mnist": ["mnist", "digits"], "cifar": ["cifar10", "cifar100"], "caltech101": ["caltech101"],
                    "digits": ["digits", "mnist"]}
 

@@ -6,9 +6,8 @@ import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from kdvision.core.engine.distributed import DistInfo, all_reduce_sum
+from torch.utils.data import DataLoader, Dataset, Subset
 
 
 class AccuracyEvaluator:

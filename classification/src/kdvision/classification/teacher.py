@@ -18,8 +18,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
-
 from kdvision.core.checkpoint import save_atomic
 from kdvision.core.data import dataset_spec, find_split, get_dataset
 from kdvision.core.engine.cli import base_parser, run_cli
@@ -31,15 +29,18 @@ from kdvision.core.engine.trainer import Hook, Trainer
 from kdvision.core.errors import ConfigError, DataError
 from kdvision.core.methods.dfad import lr_factor
 from kdvision.core.models import MODELS, create_model, model_info
+from torch.utils.data import DataLoader, DistributedSampler
 
-from .common import check_model_fits, data_root_of, describe_plan, make_evaluator, param_count
+from .common import (
+    check_model_fits,
+    data_root_of,
+    describe_plan,
+    load_preset,
+    make_evaluator,
+    param_count,
+)
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "dfad": dict(recipe="dfad", batch_size=256, test_batch_size=128, epochs=30, lr=0.1, weight_decay=5e-4,
-                 step_size=50, data_root="data", output="runs/teacher"),
-    "mosaickd": dict(recipe="mosaickd", batch_size=256, test_batch_size=256, epochs=200, lr=0.1, weight_decay=1e-4,
-                     data_root="data", output="runs/teacher"),
-}
+RECIPES: dict[str, dict[str, Any]] = {name: load_preset(f"teacher_{name}") for name in ("dfad", "mosaickd")}
 
 
 @dataclass
