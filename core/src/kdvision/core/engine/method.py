@@ -95,10 +95,6 @@ class Method:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def describe(self) -> dict[str, Any]:
-        """Players and their parameter counts, for the ``--dry-run`` plan."""
-        return {name: sum(p.numel() for p in unwrap(m).parameters()) for name, m in self.modules().items()}
-
     # -- provided ------------------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:

@@ -72,10 +72,9 @@ class DFAD(Method):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.lr_decay_epochs = list(lr_decay_epochs or [])
         self.lr_decay_gamma = lr_decay_gamma
-        fused = {"foreach": True}
         self.opt_S = torch.optim.SGD(student.parameters(), lr=lr_S, momentum=momentum, weight_decay=weight_decay,
-                                     **fused)
-        self.opt_G = torch.optim.Adam(generator.parameters(), lr=lr_G, betas=(0.9, 0.999), **fused)
+                                     foreach=True)
+        self.opt_G = torch.optim.Adam(generator.parameters(), lr=lr_G, betas=(0.9, 0.999), foreach=True)
         self.base_lrs = {"S": lr_S, "G": lr_G}
         gen = torch.Generator(device="cpu").manual_seed(sample_seed)
         self.sample_z = torch.randn(sample_count, nz, generator=gen).to(device)
