@@ -12,16 +12,6 @@ from kdvision.core.generators import (
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The batches here are tiny: extra intra-op threads buy nothing, and on a busy machine (parallel CI jobs) they
-    oversubscribe the cores and make this module several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
     return {f"{prefix}.{s}": (() if s == "num_batches_tracked" else (c,)) for s in BN}
 

@@ -28,16 +28,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ALL_MODELS = list_models()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The batches here are tiny: extra intra-op threads buy nothing, and on a busy machine (parallel CI jobs) they
-    oversubscribe the cores and make this module several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
