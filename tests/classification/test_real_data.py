@@ -60,7 +60,7 @@ def test_teacher_training_on_digits_exports_dfad_format(tmp_path):
 
 
 def test_teacher_recipes_learning_rates(tmp_path):
-    from kdvision.classification.teacher import Supervised
+    from kdvision.core.recipes.supervised import Supervised
 
     seen = []
     orig = Supervised.train_step
@@ -72,7 +72,8 @@ def test_teacher_recipes_learning_rates(tmp_path):
 
     Supervised.train_step = spy
     try:
-        run_teacher(_teacher_cfg(tmp_path / "cos", recipe="mosaickd", epochs=2, iters_per_epoch=3, lr=0.1),
+        run_teacher(_teacher_cfg(tmp_path / "cos", recipe="mosaickd", schedule="cosine", epochs=2, iters_per_epoch=3,
+                                 lr=0.1),
                     given={"iters_per_epoch"})
         cosine = list(seen)
         seen.clear()

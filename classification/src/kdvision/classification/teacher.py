@@ -10,58 +10,25 @@ Both select the best test accuracy and, besides the run directory, write the bes
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from kdvision.core.checkpoint import save_atomic
-from kdvision.core.data import dataset_spec, find_split, get_dataset
+from kdvision.core.data import dataset_spec
 from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import RunConfig, resolve_config
-from kdvision.core.engine.distributed import DistInfo
-from kdvision.core.engine.method import Method, unwrap
-from kdvision.core.engine.runner import RunContext
-from kdvision.core.engine.trainer import Hook, Trainer
-from kdvision.core.errors import ConfigError, DataError
-from kdvision.core.methods.dfad import lr_factor
-from kdvision.core.models import MODELS, create_model, model_info
-from torch.utils.data import DataLoader, DistributedSampler
+from kdvision.core.engine.config import resolve_config
+from kdvision.core.errors import ConfigError
+from kdvision.core.models import MODELS, model_info
+from kdvision.core.recipes.supervised import SupervisedConfig, run_supervised
 
-from .common import (
-    check_model_fits,
-    data_root_of,
-    describe_plan,
-    load_preset,
-    make_evaluator,
-    param_count,
-)
+from .common import CLASSIFICATION, load_preset
 
 RECIPES: dict[str, dict[str, Any]] = {name: load_preset(f"teacher_{name}") for name in ("dfad", "mosaickd")}
 
 
 @dataclass
-class TeacherConfig(RunConfig):
+class TeacherConfig(SupervisedConfig):
     recipe: str = "dfad"
-    dataset: str = "mnist"
-    model: str = "lenet5"
-    num_classes: int | None = None
-    normalize: str | None = None
-    batch_size: int = 256
-    test_batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    scheduler: bool = False
-    step_size: int = 50
-    lr_decay_gamma: float = 0.1
-    augment: bool = True
     pretrained: bool = False
-    workers: int = 0
-    test_only: bool = False
 
 
 def resolve_model_name(name: str, dataset: str) -> str:
@@ -72,84 +39,6 @@ def resolve_model_name(name: str, dataset: str) -> str:
     if size is not None and size[1] <= 32 < min(spec.image_size) and alt in MODELS:
         return alt
     return name
-
-
-class Supervised(Method):
-    """Cross-entropy training on labelled data; one epoch = one pass over the (rank's shard of the) train split."""
-
-    name = "supervised"
-
-    def __init__(self, model: nn.Module, dataset: torch.utils.data.Dataset, *, batch_size: int, lr: float,
-                 momentum: float, weight_decay: float, schedule: str, decay_epochs: list[int], gamma: float,
-                 epochs: int, seed: int, device: torch.device, dist: DistInfo, workers: int = 0,
-                 amp: bool = False, channels_last: bool = False) -> None:
-        super().__init__(device, amp)
-        self.model = model
-        self.sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                          seed=seed)
-        self.loader = DataLoader(dataset, batch_size=batch_size // dist.world_size, sampler=self.sampler,
-                                 num_workers=workers, pin_memory=device.type == "cuda", drop_last=False,
-                                 persistent_workers=workers > 0)
-        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                   foreach=True)
-        self.base_lr, self.schedule, self.decay_epochs, self.gamma = lr, schedule, decay_epochs, gamma
-        self.total_steps = epochs * len(self.loader)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self._iter = None
-        self._step = 0
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"student": self.model}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": self.opt}
-
-    def eval_model(self) -> nn.Module:
-        return unwrap(self.model)
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self._iter = iter(self.loader)
-        self._step = epoch * len(self.loader)
-        if self.schedule == "step":
-            self._set_lr(self.base_lr * lr_factor(epoch, self.decay_epochs, self.gamma))
-
-    def _set_lr(self, lr: float) -> None:
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-
-    def train_step(self) -> dict[str, torch.Tensor]:
-        if self.schedule == "cosine":  # per iteration, as MosaicKD's train_scratch.py
-            self._set_lr(self.base_lr * 0.5 * (1 + math.cos(math.pi * self._step / self.total_steps)))
-        try:
-            x, y = next(self._iter)
-        except StopIteration:  # --iters-per-epoch longer than one pass: start another pass
-            self._iter = iter(self.loader)
-            x, y = next(self._iter)
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        y = y.to(self.device, non_blocking=True)
-        self.model.train()
-        with self.autocast():
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self._step += 1
-        return {"loss": loss.detach(), "train_acc": (logits.argmax(1) == y).float().mean()}
-
-
-class ExportBestHook(Hook):
-    """On every new best, also write the model's raw state_dict (DFAD teacher format)."""
-
-    priority = 35
-
-    def __init__(self, path) -> None:
-        self.path = path
-
-    def after_epoch(self, trainer: Trainer) -> None:
-        if trainer.state.is_best and trainer.dist.is_main:
-            save_atomic(unwrap(trainer.method.eval_model()).state_dict(), self.path)
 
 
 def build_parser(recipe: str):
@@ -189,67 +78,8 @@ def run(cfg: TeacherConfig, *, given: set[str], dry_run: bool = False) -> dict:
     if cfg.pretrained:
         raise ConfigError("--pretrained needs ImageNet weights, which kdvision never downloads; train from "
                           "scratch or load weights with --resume")
-    spec = dataset_spec(cfg.dataset)
-    model_name = resolve_model_name(cfg.model, cfg.dataset)
-    check_model_fits(model_name, cfg.dataset)
-    num_classes = cfg.num_classes or spec.num_classes
-    if spec.num_classes and num_classes != spec.num_classes:
-        raise ConfigError(f"--num_classes {num_classes} does not match {cfg.dataset} ({spec.num_classes} classes)")
-    root = data_root_of(cfg.dataset, cfg.data_root)
-    if root is not None and not Path(root).exists():
-        raise DataError(f"data root not found: {root}")
-    if not find_split(cfg.dataset, root, "train"):
-        raise DataError(f"no {cfg.dataset} training split under {root!r}")
-    ctx = RunContext(cfg, dry_run=dry_run)
-    try:
-        train_set = get_dataset(cfg.dataset, root, split="train", train_transform=cfg.augment,
-                                normalize=cfg.normalize)
-        model = ctx.prepare(create_model(model_name, num_classes))
-        evaluator = make_evaluator(ctx, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
-                                   batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=True,
-                                   warn_if_missing="no evaluation; the last weights are exported")
-        decay = list(range(cfg.step_size, cfg.epochs + 1, cfg.step_size)) if cfg.scheduler else []
-        schedule = "cosine" if cfg.recipe == "mosaickd" else "step"
-        if ctx.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model = DDP(model)
-        method = Supervised(model, train_set, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay, schedule=schedule, decay_epochs=decay,
-                            gamma=cfg.lr_decay_gamma, epochs=cfg.epochs, seed=cfg.seed, device=ctx.device,
-                            dist=ctx.dist, workers=cfg.workers, amp=cfg.amp, channels_last=cfg.channels_last)
-        if "iters_per_epoch" not in given:
-            cfg.iters_per_epoch = len(method.loader)
-        if dry_run:
-            print(describe_plan("teacher training plan", {
-                "dataset": f"{cfg.dataset} ({len(train_set)} training images, {num_classes} classes)",
-                "model": f"{model_name} {param_count(unwrap(model))} params",
-                "recipe": f"{cfg.recipe}: {cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, "
-                          f"lr {cfg.lr} ({schedule}{', decay at ' + str(decay) if decay else ''}), "
-                          f"wd {cfg.weight_decay}",
-                "evaluation": "test split" if evaluator else "none",
-                "output": cfg.output,
-            }))
-            return {}
-        if cfg.test_only:
-            if cfg.resume:
-                from kdvision.core.checkpoint import load_weights
-
-                load_weights(unwrap(model), ctx.run.last_ckpt if cfg.resume == "auto" else cfg.resume)
-            result = evaluator(unwrap(model)) if evaluator else {}
-            print(f"test acc {result.get('acc', float('nan')):.4f}")
-            return result
-        export = ctx.run.path / f"{cfg.dataset}-{cfg.model}.pt"
-        hooks = [ExportBestHook(export)]
-        summary = ctx.train(method, task="classification", metric="acc", batch_size=cfg.batch_size,
-                            evaluator=evaluator, teacher_metric=None, extra_hooks=hooks)
-        if evaluator is None and ctx.dist.is_main:
-            save_atomic(unwrap(model).state_dict(), export)
-        ctx.log.info(f"teacher weights: {export}")
-        summary["export"] = str(export)
-        return summary
-    finally:
-        ctx.close()
+    return run_supervised(cfg, CLASSIFICATION, model_name=resolve_model_name(cfg.model, cfg.dataset), given=given,
+                          dry_run=dry_run, plan={"recipe": cfg.recipe})
 
 
 def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:

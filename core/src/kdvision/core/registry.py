@@ -2,9 +2,33 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
+
+PLUGIN_GROUP = "kdvision.plugins"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every installed task subpackage that registers entries (entry-point group ``kdvision.plugins``).
+
+    Runs once, on the first lookup that misses or the first listing, so that ``create_model("deeplabv3_resnet50")``
+    works without importing ``kdvision.segmentation`` first; core itself never imports a task subpackage by name.
+    A plugin that fails to import is reported with a warning, not fatal: the other registries stay usable.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken optional plugin must not break core
+            warnings.warn(f"kdvision plugin {ep.name!r} ({ep.value}) failed to import: {exc}", stacklevel=2)
 
 
 class Registry:
@@ -39,10 +63,13 @@ class Registry:
 
     def resolve(self, name: str) -> str:
         """Canonical name for ``name`` (an entry or an alias); a :class:`ConfigError` lists the valid names."""
-        if name in self._entries:
-            return name
-        if name in self._aliases:
-            return self._aliases[name]
+        for attempt in range(2):
+            if name in self._entries:
+                return name
+            if name in self._aliases:
+                return self._aliases[name]
+            if attempt == 0:
+                load_plugins()
         valid = self.names(include_aliases=True)
         close = difflib.get_close_matches(name, valid, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -57,19 +84,24 @@ class Registry:
     def create(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
 
-    def names(self, include_aliases: bool = False) -> list[str]:
-        names = list(self._entries)
+    def names(self, include_aliases: bool = False, where: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
+        """Sorted names (and aliases); ``where(meta)`` keeps the entries whose metadata it accepts."""
+        load_plugins()
+        names = [n for n in self._entries if where is None or where(self._meta[n])]
         if include_aliases:
-            names += list(self._aliases)
+            kept = set(names)
+            names += [alias for alias, target in self._aliases.items() if target in kept]
         return sorted(names)
 
     def aliases(self) -> dict[str, str]:
         return dict(self._aliases)
 
     def __contains__(self, name: str) -> bool:
+        load_plugins()
         return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
+        load_plugins()
         return iter(sorted(self._entries))
 
     def __len__(self) -> int:

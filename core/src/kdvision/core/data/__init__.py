@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, TensorImageDataset, dataset_spec,
                    dataset_splits, find_split, get_dataset, is_embedded, list_datasets)
-from .normalization import NORMALIZATION, normalization
+from .normalization import NORMALIZATION, dataset_normalization, normalization
 from .resize import resize_uint8_like_pil
 
 # Importing the readers registers them.
@@ -22,6 +22,6 @@ from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "TensorImageDataset",
-    "dataset_spec", "dataset_splits", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
+    "dataset_normalization", "dataset_spec", "dataset_splits", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
     "resize_uint8_like_pil",
 ]

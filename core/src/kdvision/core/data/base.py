@@ -32,6 +32,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] | None = None
+    task: str = "classification"  # or "segmentation": items are (image, mask H x W with 255 = ignore)
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -51,3 +51,38 @@ def build_imagefolder(root, split, *, train_transform, mean, std, download, imag
     ds.spec = with_stats(IMAGEFOLDER_SPEC, (mean, std), num_classes=len(ds.classes),  # type: ignore[attr-defined]
                          image_size=(image_size, image_size), class_names=tuple(ds.classes))
     return ds
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class UnlabeledImages(torch.utils.data.Dataset):
+    """Every image file under ``root`` (any depth, sorted), without labels: the "related"/"unrelated" data of the
+    KD baselines. Each item is Resize(``resize``, short side) → RandomCrop(``size``, padded if needed) → HFlip →
+    normalised float tensor with ``channels`` channels (1: converted to grey)."""
+
+    def __init__(self, root, *, size: int, resize: int, channels: int, mean, std) -> None:
+        from torchvision.transforms import v2
+
+        self.root = Path(root)
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
+        self.mode = "L" if channels == 1 else "RGB"
+        self.transform = v2.Compose([v2.Resize(int(resize)), v2.RandomCrop(int(size), pad_if_needed=True),
+                                     v2.RandomHorizontalFlip(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                                     v2.Normalize(list(mean), list(std))])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert(self.mode)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+        return self.transform(img)

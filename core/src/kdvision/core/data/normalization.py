@@ -75,3 +75,13 @@ def normalization(spec: NormalizeArg, channels: int | None = None) -> Stats:
                 f"normalization has {len(mean)} channels but the dataset has {channels}: mean={mean}, std={std}"
             )
     return mean, std
+
+
+def dataset_normalization(dataset: str, normalize: str | None = None) -> Stats:
+    """The (mean, std) a run on ``dataset`` uses: the dataset's own, or the named NORMALIZATION entry."""
+    if normalize is None:
+        from .base import dataset_spec
+
+        spec = dataset_spec(dataset)
+        return tuple(spec.mean), tuple(spec.std)
+    return normalization(normalize)

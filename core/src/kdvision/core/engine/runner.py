@@ -14,7 +14,7 @@ from .distributed import DistInfo, cleanup, init_distributed, resolve_device
 from .method import Method
 from .rundir import RunDir, get_logger, git_commit, package_versions
 from .seed import seed_everything
-from .trainer import CheckpointHook, EvalHook, Hook, LoggerHook, SampleGridHook, Trainer
+from .trainer import CheckpointHook, EvalHook, Hook, LoggerHook, SampleGridHook, Trainer, sample_renderer
 
 
 def check_data_root(data_root: str | None, explicit: bool, has_split: Callable[[], bool], what: str) -> bool:
@@ -64,14 +64,21 @@ class RunContext:
 
     def train(self, method: Method, *, task: str, metric: str, batch_size: int,
               evaluator: Callable[[torch.nn.Module], dict[str, float]] | None, teacher_metric: float | None,
-              norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = ()
-              ) -> dict[str, Any]:
+              norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = (),
+              render: Callable[[Method], torch.Tensor | None] | None = None, nrow: int = 8) -> dict[str, Any]:
+        """Run ``method`` under the standard hooks and write ``summary.json``.
+
+        Sample grids: ``render(method)`` (a [0, 1] batch) when given, else the method's samples denormalised with
+        ``norm``; neither: no grids.
+        """
         cfg = self.cfg
         hooks: list[Hook] = [LoggerHook(cfg.log_interval, cfg.progress), CheckpointHook(), *extra_hooks]
         if evaluator is not None:
             hooks.append(EvalHook(evaluator, metric, cfg.eval_every))
-        if norm is not None:
-            hooks.append(SampleGridHook(*norm, every=cfg.eval_every))
+        if render is None and norm is not None:
+            render = sample_renderer(*norm)
+        if render is not None:
+            hooks.append(SampleGridHook(render, every=cfg.eval_every, nrow=nrow))
         trainer = Trainer(method, epochs=cfg.epochs, iters_per_epoch=cfg.iters_per_epoch, run=self.run,
                           dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
         if cfg.resume:
@@ -110,6 +117,17 @@ class RunContext:
 
     def close(self) -> None:
         cleanup()
+
+
+def describe_plan(title: str, items: dict[str, Any]) -> str:
+    """The ``--dry-run`` plan: a title and aligned ``key  value`` lines."""
+    width = max(len(k) for k in items)
+    return "\n".join([title] + [f"  {k:<{width}}  {v}" for k, v in items.items()])
+
+
+def param_count(m: torch.nn.Module) -> str:
+    n = sum(p.numel() for p in m.parameters())
+    return f"{n / 1e6:.3f} M" if n >= 1e5 else f"{n:,}"
 
 
 def _fmt(v: float | None) -> str:

@@ -237,12 +237,16 @@ class CheckpointHook(Hook):
 
 
 class SampleGridHook(Hook):
-    """Saves a grid of the method's synthetic samples to ``samples/epoch_XXXX.png`` (and ``samples/last.png``)."""
+    """Saves a grid of what ``render(method)`` shows to ``samples/epoch_XXXX.png`` (and ``samples/last.png``).
+
+    ``render`` returns a float batch in [0, 1] (or None): the method's synthetic samples denormalised
+    (:func:`sample_renderer`), or for segmentation the samples next to teacher and student predictions.
+    """
 
     priority = 40
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], every: int = 1, nrow: int = 8) -> None:
-        self.mean, self.std = mean, std
+    def __init__(self, render: Callable[[Method], torch.Tensor | None], every: int = 1, nrow: int = 8) -> None:
+        self.render = render
         self.every = max(1, every)
         self.nrow = nrow
 
@@ -250,14 +254,31 @@ class SampleGridHook(Hook):
         st = trainer.state
         if not trainer.dist.is_main or (st.epoch % self.every and st.epoch != trainer.epochs):
             return
-        images = trainer.method.sample_images()
+        images = self.render(trainer.method)
         if images is None:
             return
-        images = denormalize(images.detach().float().cpu(), self.mean, self.std)
+        images = images.detach().float().cpu()
         for name in (f"epoch_{st.epoch:04d}.png", "last.png"):
             vutils.save_image(images, trainer.run.samples / name, nrow=self.nrow, padding=2)
         if trainer.visdom is not None:
-            trainer.visdom.images("samples", images, caption=f"epoch {st.epoch}")
+            trainer.visdom.images("samples", images, caption=f"epoch {st.epoch}", nrow=self.nrow)
+
+
+def sample_renderer(mean: tuple[float, ...], std: tuple[float, ...],
+                    show: Callable[[torch.Tensor, Method], torch.Tensor] | None = None
+                    ) -> Callable[[Method], torch.Tensor | None]:
+    """``render`` for :class:`SampleGridHook`: ``method.sample_images()`` denormalised to [0, 1], or passed with
+    the method to ``show(images, method)`` (which returns the grid batch itself) when given."""
+
+    def render(method: Method) -> torch.Tensor | None:
+        images = method.sample_images()
+        if images is None:
+            return None
+        if show is not None:
+            return show(images, method)
+        return denormalize(images.detach().float().cpu(), mean, std)
+
+    return render
 
 
 def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -34,8 +34,8 @@ class VisdomLogger:
     def scalars(self, step: int, values: dict[str, float], split: str = "train") -> None:
         self._put(("scalars", step, split, dict(values)))
 
-    def images(self, name: str, images: Any, caption: str = "") -> None:
-        self._put(("images", name, images.detach().float().cpu(), caption))
+    def images(self, name: str, images: Any, caption: str = "", nrow: int = 8) -> None:
+        self._put(("images", name, images.detach().float().cpu(), caption, nrow))
 
     def _put(self, item: tuple) -> None:
         if self._dead.is_set():
@@ -86,5 +86,5 @@ class VisdomLogger:
                 vis.line(X=np.array([step]), Y=np.array([float(val)]), win=win, update=update,
                          opts={"title": win, "xlabel": "step"})
         elif item[0] == "images":
-            _, name, imgs, caption = item
-            vis.images(imgs.numpy(), win=name, opts={"title": name, "caption": caption})
+            _, name, imgs, caption, nrow = item
+            vis.images(imgs.numpy(), nrow=nrow, win=name, opts={"title": name, "caption": caption})

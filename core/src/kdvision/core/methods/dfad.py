@@ -10,6 +10,8 @@ One iteration = ``student_steps`` (5) student steps on fresh noise, then one gen
     L_G = -D(G(z))                (loss="l1", classification)
     L_G = -log(D(G(z)) + 1)       (loss="log_l1", segmentation)
 
+``train_generator=False`` gives the paper's "random generator" baseline: the same student steps, G never trained.
+
 Faithful to the original update order and modes: S stays in train mode during the generator step, so its BN
 running statistics absorb that batch too (``student_bn_update_in_g_step``), and G always runs in train mode.
 
@@ -49,13 +51,23 @@ def lr_factor(epoch: int, decay_epochs: list[int], gamma: float) -> float:
     return gamma ** bisect.bisect_right(sorted(decay_epochs), epoch + 1)
 
 
+def apply_lr_schedule(base_lrs: dict[torch.optim.Optimizer, float], epoch: int, decay_epochs: list[int],
+                      gamma: float) -> None:
+    """Set each optimiser's LR for 0-based ``epoch``: its base LR times :func:`lr_factor`."""
+    factor = lr_factor(epoch, decay_epochs, gamma)
+    for opt, base in base_lrs.items():
+        for group in opt.param_groups:
+            group["lr"] = base * factor
+
+
 class DFAD(Method):
     name = "dfad"
 
     def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, nz: int, batch_size: int,
                  lr_S: float, lr_G: float, weight_decay: float, momentum: float = 0.9, loss: str = "l1",
                  student_steps: int = 5, student_bn_update_in_g_step: bool = True, batched_generation: bool = False,
-                 lr_decay_epochs: list[int] | None = None, lr_decay_gamma: float = 0.1, task: str = "classification",
+                 train_generator: bool = True, lr_decay_epochs: list[int] | None = None,
+                 lr_decay_gamma: float = 0.1, task: str = "classification",
                  device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
                  sample_count: int = 64, sample_seed: int = 0) -> None:
         super().__init__(device, amp)
@@ -69,6 +81,7 @@ class DFAD(Method):
         self.student_steps = student_steps
         self.student_bn_update_in_g_step = student_bn_update_in_g_step
         self.batched_generation = batched_generation
+        self.train_generator = train_generator  # False: the paper's "random generator" baseline
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.lr_decay_epochs = list(lr_decay_epochs or [])
         self.lr_decay_gamma = lr_decay_gamma
@@ -86,10 +99,8 @@ class DFAD(Method):
         return {"student": self.opt_S, "generator": self.opt_G}
 
     def on_epoch_start(self, epoch: int) -> None:
-        factor = lr_factor(epoch, self.lr_decay_epochs, self.lr_decay_gamma)
-        for opt, key in ((self.opt_S, "S"), (self.opt_G, "G")):
-            for group in opt.param_groups:
-                group["lr"] = self.base_lrs[key] * factor
+        apply_lr_schedule({self.opt_S: self.base_lrs["S"], self.opt_G: self.base_lrs["G"]}, epoch,
+                          self.lr_decay_epochs, self.lr_decay_gamma)
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.nz, device=self.device)
@@ -115,6 +126,8 @@ class DFAD(Method):
             self.opt_S.zero_grad(set_to_none=True)
             loss_S.backward()
             self.opt_S.step()
+        if not self.train_generator:
+            return {"loss_S": loss_S.detach()}
 
         S_plain = unwrap(S)
         if not self.student_bn_update_in_g_step:

@@ -33,8 +33,28 @@ def build_model(name: str, num_classes: int | None = None, checkpoint: str | Non
     return model
 
 
-def list_models(include_aliases: bool = False) -> list[str]:
-    return MODELS.names(include_aliases=include_aliases)
+def list_models(include_aliases: bool = False, task: str | None = "classification") -> list[str]:
+    """Registered model names of one ``task`` (``"classification"``, ``"segmentation"``; ``None``: all).
+
+    Task subpackages register their models through the ``kdvision.plugins`` entry point (see ``registry.py``)."""
+    return MODELS.names(include_aliases=include_aliases,
+                        where=None if task is None else (lambda meta: meta.get("task", "classification") == task))
+
+
+def check_model_fits(name: str, dataset: str) -> None:
+    """A dataset/model mismatch (input channels, task) is a one-line ConfigError, not a shape error in a forward."""
+    from ..data import dataset_spec
+    from ..errors import ConfigError
+
+    spec = dataset_spec(dataset)
+    info = model_info(name)
+    size = info.get("input_size")
+    if size is not None and size[0] != spec.in_channels and not info.get("any_channels", False):
+        raise ConfigError(f"model {name} takes {size[0]}-channel input but {dataset} has "
+                          f"{spec.in_channels} channel(s)")
+    task, data_task = info.get("task", "classification"), getattr(spec, "task", "classification")
+    if task != data_task:
+        raise ConfigError(f"model {name} is a {task} model but {dataset} is a {data_task} dataset")
 
 
 def model_info(name: str) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""Knowledge distillation on real images (DFAD's KD-ORI / KD-REL / KD-UNR baselines), task-independent.
+
+The student minimises DFAD's discrepancy, the mean absolute difference of raw logits, on batches of real images
+(the training split, or any folder of images) instead of generated ones; ``student_steps`` steps per iteration,
+SGD with the DFAD schedule. The teacher is frozen and runs under ``no_grad``.
+
+The image stream is a seeded permutation per pass over the data; the number of images consumed is checkpointed,
+so a resumed run continues with the images that come next (augmentation draws come from the worker RNGs).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..engine.distributed import DistInfo
+from ..engine.method import Method, freeze
+from .dfad import apply_lr_schedule, discrepancy
+
+
+class StreamSampler(Sampler[int]):
+    """An endless stream of indices: pass k is a permutation seeded with ``seed + k``; starts at ``offset`` images
+    into the stream. Under torchrun each rank takes every ``world_size``-th index of the same stream."""
+
+    def __init__(self, n: int, seed: int, offset: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.offset, self.rank, self.world_size = n, seed, offset, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        j = self.offset * self.world_size + self.rank  # global position in the stream
+        current, perm = -1, []
+        while True:
+            k, i = divmod(j, self.n)
+            if k != current:
+                current = k
+                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + k)).tolist()
+            yield perm[i]
+            j += self.world_size
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for len(loader), which we never ask
+        return 2**62
+
+
+class DataKD(Method):
+    name = "kd"
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, images: Dataset, *, batch_size: int, lr_S: float,
+                 weight_decay: float, momentum: float = 0.9, student_steps: int = 5,
+                 lr_decay_epochs: list[int] | None = None, lr_decay_gamma: float = 0.1, seed: int = 0,
+                 dist: DistInfo = DistInfo(), workers: int = 0, task: str = "classification",
+                 device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
+                 sample_count: int = 16) -> None:
+        super().__init__(device, amp)
+        if len(images) == 0:
+            raise ValueError("no images for knowledge distillation")
+        self.task = task
+        self.teacher = freeze(teacher)
+        self.student = student
+        self.images, self.batch_size, self.student_steps = images, batch_size, student_steps
+        self.seed, self.dist, self.workers = seed, dist, workers
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.lr_decay_epochs, self.lr_decay_gamma = list(lr_decay_epochs or []), lr_decay_gamma
+        self.opt_S = torch.optim.SGD(student.parameters(), lr=lr_S, momentum=momentum, weight_decay=weight_decay,
+                                     foreach=True)
+        self.base_lr = lr_S
+        self.consumed = 0  # images taken from the stream by this rank
+        self._batches: Iterator | None = None
+        self.sample_x = torch.stack([self._image(images[i]) for i in range(min(sample_count, len(images)))])
+
+    @staticmethod
+    def _image(item: Any) -> torch.Tensor:
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+    def _stream(self) -> Iterator:
+        sampler = StreamSampler(len(self.images), self.seed, self.consumed, self.dist.rank, self.dist.world_size)
+        loader = DataLoader(self.images, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", drop_last=True)
+        return iter(loader)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"student": self.opt_S}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        apply_lr_schedule({self.opt_S: self.base_lr}, epoch, self.lr_decay_epochs, self.lr_decay_gamma)
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        if self._batches is None:
+            self._batches = self._stream()
+        self.student.train()
+        for _ in range(self.student_steps):
+            x = self._image(next(self._batches))
+            self.consumed += x.shape[0]
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            with torch.no_grad(), self.autocast():
+                t = self.teacher(x)
+            with self.autocast():
+                loss = discrepancy(self.student(x), t)
+            self.opt_S.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_S.step()
+        return {"loss_S": loss.detach()}
+
+    def sample_images(self) -> torch.Tensor:
+        """A fixed batch of the real images (the first of the dataset, augmented once at start-up)."""
+        return self.sample_x.to(self.device)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"consumed": self.consumed, "sample_x": self.sample_x}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.consumed = int(state.get("consumed", 0))
+        self.sample_x = state.get("sample_x", self.sample_x)
+        self._batches = None  # restart the stream where the checkpoint left it
