@@ -8,6 +8,10 @@ alternate between the loops so that machine noise hits both alike; the ratio of 
 
     python benchmarks/bench_dfad.py --preset mnist --batch 64            # CPU
     python benchmarks/bench_dfad.py --preset cifar --batch 256 --device cuda
+    python benchmarks/bench_dfad.py --preset camvid --batch 64 --device cuda --variants default,amp
+
+On CUDA the peak memory of each loop's steps is reported too (``peak_step_mem_gib``: the most memory allocated
+during that loop's timed steps, its own weights and optimiser state included, the other loops' players not).
 """
 from __future__ import annotations
 
@@ -29,20 +33,35 @@ from kdvision.core.generators import create_generator  # noqa: E402
 from kdvision.core.methods.dfad import DFAD  # noqa: E402
 from kdvision.core.models import create_model  # noqa: E402
 
-PRESETS = {  # teacher, student, generator kwargs, optimiser settings of the original scripts
-    "mnist": ("lenet5", "lenet5_half", dict(name="dfad_a", nz=100, nc=1, img_size=32), 0.01, 1e-4),
-    "cifar": ("resnet34_8x", "resnet18_8x", dict(name="dfad_a", nz=256, nc=3, img_size=32), 0.1, 5e-4),
-    "caltech101": ("resnet34_imagenet", "resnet18_imagenet", dict(name="dfad_b", nz=256, nc=3, img_size=128),
-                   0.1, 5e-4),
+PRESETS = {  # the players, generator and optimiser settings of the original scripts
+    "mnist": dict(teacher="lenet5", student="lenet5_half", generator=dict(name="dfad_a", nz=100, nc=1, img_size=32),
+                  lr_S=0.01, wd=1e-4, classes=10, loss="l1"),
+    "cifar": dict(teacher="resnet34_8x", student="resnet18_8x", generator=dict(name="dfad_a", nz=256, nc=3,
+                  img_size=32), lr_S=0.1, wd=5e-4, classes=10, loss="l1"),
+    "caltech101": dict(teacher="resnet34_imagenet", student="resnet18_imagenet",
+                       generator=dict(name="dfad_b", nz=256, nc=3, img_size=128), lr_S=0.1, wd=5e-4, classes=101,
+                       loss="l1"),
+    "camvid": dict(teacher="deeplabv3_resnet50", student="deeplabv3_mobilenetv2",
+                   generator=dict(name="dfad_b", nz=256, nc=3, img_size=128), lr_S=0.1, wd=5e-4, classes=11,
+                   loss="log_l1", teacher_options=dict(dropout=0.0)),
 }
 
 
-def build(preset: str, device: torch.device, num_classes: int):
-    t, s, g, lr_S, wd = PRESETS[preset]
-    g = dict(g)
+def build(preset: str, device: torch.device):
+    cfg = PRESETS[preset]
+    g = dict(cfg["generator"])
     torch.manual_seed(0)
-    players = (create_model(t, num_classes), create_model(s, num_classes), create_generator(g.pop("name"), **g))
-    return [p.to(device) for p in players], g["nz"], lr_S, wd
+    players = (create_model(cfg["teacher"], cfg["classes"], **cfg.get("teacher_options", {})),
+               create_model(cfg["student"], cfg["classes"]), create_generator(g.pop("name"), **g))
+    return [p.to(device) for p in players], g["nz"], cfg
+
+
+def _resident_bytes(loop) -> int:
+    """Bytes of a loop's own players and optimiser state on the GPU."""
+    tensors = [t for m in (loop.teacher, loop.student, loop.generator) for t in (*m.parameters(), *m.buffers())]
+    for opt in (loop.opt_S, loop.opt_G):
+        tensors += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_cuda)
 
 
 def time_loop(method, iters: int, device: torch.device) -> float:
@@ -67,10 +86,10 @@ def main(argv=None) -> dict:
     p.add_argument("--out", help="write the result as JSON here")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    num_classes = 101 if args.preset == "caltech101" else 10
 
-    (T, S, G), nz, lr_S, wd = build(args.preset, device, num_classes)
-    common = dict(nz=nz, batch_size=args.batch, lr_S=lr_S, lr_G=1e-3, weight_decay=wd, device=device)
+    (T, S, G), nz, preset = build(args.preset, device)
+    common = dict(nz=nz, batch_size=args.batch, lr_S=preset["lr_S"], lr_G=1e-3, weight_decay=preset["wd"],
+                  device=device, loss=preset["loss"])
     loops = {"reference": ReferenceDFAD(copy.deepcopy(T), copy.deepcopy(S), copy.deepcopy(G), **common)}
     variant_kw = {"default": dict(channels_last=True), "contiguous": dict(channels_last=False),
                   "amp": dict(channels_last=True, amp=True), "compile": dict(channels_last=True)}
@@ -84,9 +103,16 @@ def main(argv=None) -> dict:
         loop.train_step()
         loop.train_step()
     rates: dict[str, list[float]] = {k: [] for k in loops}
+    peaks: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, loop in loops.items():
+            if device.type == "cuda":
+                others = torch.cuda.memory_allocated(device) - _resident_bytes(loop)
+                torch.cuda.reset_peak_memory_stats(device)
             rates[name].append(time_loop(loop, args.iters, device))
+            if device.type == "cuda":
+                peak = (torch.cuda.max_memory_allocated(device) - others) / 2**30
+                peaks[name] = max(peaks.get(name, 0.0), peak)
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "preset": args.preset, "batch": args.batch, "device": str(device),
@@ -96,11 +122,12 @@ def main(argv=None) -> dict:
         "ratio_vs_reference": {k: v / med["reference"] for k, v in med.items() if k != "reference"},
     }
     if device.type == "cuda":
-        result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        result["peak_step_mem_gib"] = peaks
     print(f"DFAD {args.preset} batch {args.batch} on {result['device_name']} ({device}, {result['threads']} threads)")
     for k, v in med.items():
         ratio = "" if k == "reference" else f"  x{v / med['reference']:.2f}"
-        print(f"  {k:<11} {v:8.3f} it/s{ratio}")
+        mem = f"  peak {peaks[k]:.2f} GiB" if k in peaks else ""
+        print(f"  {k:<11} {v:8.3f} it/s{ratio}{mem}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result
