@@ -52,7 +52,7 @@ class RunDir:
     def best_ckpt(self) -> Path:
         return self.checkpoints / "best.pt"
 
-    def setup_logging(self, verbose: bool = True) -> logging.Logger:
+    def setup_logging(self, verbose: bool = True, to_file: bool = True) -> logging.Logger:
         logger = get_logger()
         logger.handlers.clear()
         logger.propagate = False
@@ -61,7 +61,7 @@ class RunDir:
         console.setFormatter(logging.Formatter("%(message)s"))
         console.setLevel(logging.INFO if verbose else logging.WARNING)
         logger.addHandler(console)
-        if self.is_main:
+        if self.is_main and to_file:
             fh = logging.FileHandler(self.path / "log.txt")
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             logger.addHandler(fh)

@@ -41,8 +41,7 @@ class RunContext:
         self.dist: DistInfo = init_distributed(self.device) if not dry_run else DistInfo()
         seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         self.run = RunDir(cfg.output, is_main=self.dist.is_main and not dry_run)
-        if not dry_run:
-            self.run.setup_logging()
+        self.run.setup_logging(to_file=not dry_run)  # a dry run logs to the console only
         self.log = get_logger()
         self.visdom = None
         if cfg.visdom and self.dist.is_main and not dry_run:

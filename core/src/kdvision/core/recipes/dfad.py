@@ -83,10 +83,12 @@ def lr_decay_epochs(cfg: DFADConfig) -> list[int]:
     if shift is None:
         raise ConfigError(f"scheduler_timing must be 'start' or 'end', got {cfg.scheduler_timing!r}")
     if cfg.milestones:
-        return [m + shift for m in cfg.milestones]
-    if not cfg.step_size or cfg.step_size < 1:
+        epochs = [m + shift for m in cfg.milestones]
+    elif not cfg.step_size or cfg.step_size < 1:
         raise ConfigError("--scheduler needs --step_size >= 1 or milestones")
-    return [k + shift for k in range(cfg.step_size, cfg.epochs + 1, cfg.step_size)]
+    else:
+        epochs = [k + shift for k in range(cfg.step_size, cfg.epochs + 1, cfg.step_size)]
+    return [e for e in epochs if e <= cfg.epochs]  # a decay after the last epoch never takes effect
 
 
 def add_dfad_arguments(p: ArgumentParser, datasets: list[str]) -> None:
