@@ -86,3 +86,19 @@ def test_absent_classes_are_excluded_like_nanmean():
     got = evaluator(torch.nn.Identity())["miou"]
     want = confusion_matrix_miou(sum(confusion_matrix(p, m, 11) for p, m in zip(preds, masks)))["miou"]
     assert got == pytest.approx(want) and got == pytest.approx((1.0 + 0.0 + 15 / 16) / 3)
+
+
+def test_core_finds_segmentation_entries_through_the_plugin_entry_point():
+    import subprocess
+    import sys
+
+    code = ("import sys; from kdvision.core.models import create_model, list_models; "
+            "from kdvision.core.data import dataset_spec; "
+            "assert 'kdvision.segmentation' not in sys.modules; "
+            "m = create_model('deeplabv3_mobilenetv2', num_classes=11); "
+            "print(type(m).__module__, dataset_spec('nyu').num_classes, sorted(list_models(task='segmentation')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    module, classes, names = out.stdout.split(" ", 2)
+    assert module.startswith("kdvision.segmentation") and classes == "13"
+    assert "deeplabv3_resnet50" in names and "lenet5" not in names

@@ -40,8 +40,10 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS.meta(name)["spec"]
 
 
-def list_datasets(include_aliases: bool = False) -> list[str]:
-    return DATASETS.names(include_aliases=include_aliases)
+def list_datasets(include_aliases: bool = False, task: str | None = "classification") -> list[str]:
+    """Registered dataset names of one ``task`` (``"classification"``, ``"segmentation"``; ``None``: all)."""
+    return DATASETS.names(include_aliases=include_aliases,
+                          where=None if task is None else (lambda meta: meta["spec"].task == task))
 
 
 def dataset_splits(name: str) -> tuple[str, ...]:
