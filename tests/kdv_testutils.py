@@ -27,3 +27,28 @@ def run_script(script: str, *args, timeout: int = 300, launcher: list[str] | Non
     cmd = (launcher or [sys.executable]) + [str(REPO / script), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line a failing entry script printed (no traceback, non-zero exit)."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def assert_same_training_state(a: dict, b: dict, players: tuple[str, ...], atol: float = 1e-6) -> None:
+    """Two checkpoints hold the same step, best metric, player weights and optimiser states (to ``atol``)."""
+    import torch
+
+    assert a["step"] == b["step"]
+    for player in players:
+        wa, wb = a["method_state"]["modules"][player], b["method_state"]["modules"][player]
+        for k in wa:
+            assert (wa[k].double() - wb[k].double()).abs().max().item() < atol, (player, k)
+        sa, sb = a["method_state"]["optimizers"][player]["state"], b["method_state"]["optimizers"][player]["state"]
+        for i in sa:
+            for k, v in sa[i].items():
+                assert torch.allclose(torch.as_tensor(v).double(), torch.as_tensor(sb[i][k]).double(), atol=atol)
+    assert a["best_metric"] == b["best_metric"]

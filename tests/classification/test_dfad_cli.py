@@ -13,39 +13,31 @@ from kdvision.core.engine.config import apply_overrides
 from kdvision.core.engine.rundir import SUMMARY_KEYS
 from kdvision.core.models import create_model
 
-from kdv_testutils import run_script
+from kdv_testutils import assert_same_training_state, one_line_error, run_script
 
 TINY = ["--dataset", "digits", "--batch_size", "8", "--epochs", "1", "--iters-per-epoch", "2", "--set", "ngf=8",
         "--device", "cpu", "--test_batch_size", "128"]
 
 
-def _one_line_error(proc):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
 def test_missing_checkpoint(tmp_path):
-    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--output", tmp_path))
+    err = one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "nope.pt", "--output", tmp_path))
     assert "checkpoint file not found" in err and "nope.pt" in err
 
 
 def test_wrong_architecture_checkpoint_names_keys(tmp_path):
     torch.save(create_model("lenet5_half").state_dict(), tmp_path / "half.pt")
-    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "half.pt", "--output", tmp_path))
+    err = one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", tmp_path / "half.pt", "--output", tmp_path))
     assert "does not match model lenet5" in err and "conv1.weight (3, 1, 5, 5) vs (6, 1, 5, 5)" in err
 
 
 def test_missing_data_root(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("classification/dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", tmp_path / "no_such_dir",
+    err = one_line_error(run_script("classification/dfad_mnist.py", "--ckpt", toy_teacher, "--data_root", tmp_path / "no_such_dir",
                                      "--epochs", "1", "--iters-per-epoch", "1", "--output", tmp_path / "run"))
     assert "data root not found" in err and "no_such_dir" in err
 
 
 def test_unknown_model_lists_valid_names(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--teacher", "lenet7",
+    err = one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--teacher", "lenet7",
                                      "--output", tmp_path))
     assert "unknown model 'lenet7'" in err and "lenet5" in err and "wrn40_2" in err
 
@@ -97,21 +89,12 @@ def test_resume_is_exact(tmp_path, toy_teacher):
     run(_cfg(tmp_path, toy_teacher, "part", epochs=2, resume="auto"), explicit_root=False)
     full = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     part = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
-    assert full["step"] == part["step"] == 6
-    for player in ("student", "generator"):
-        a, b = full["method_state"]["modules"][player], part["method_state"]["modules"][player]
-        for k in a:
-            assert (a[k].double() - b[k].double()).abs().max().item() < 1e-6, (player, k)
-    for opt in ("student", "generator"):
-        sa, sb = full["method_state"]["optimizers"][opt]["state"], part["method_state"]["optimizers"][opt]["state"]
-        for i in sa:
-            for k, v in sa[i].items():
-                assert torch.allclose(torch.as_tensor(v).double(), torch.as_tensor(sb[i][k]).double(), atol=1e-6)
-    assert full["best_metric"] == part["best_metric"]
+    assert full["step"] == 6
+    assert_same_training_state(full, part, ("student", "generator"))
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, toy_teacher):
-    err = _one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path,
+    err = one_line_error(run_script("classification/dfad_mnist.py", *TINY, "--ckpt", toy_teacher, "--output", tmp_path,
                                      "--resume"))
     assert "no checkpoint to resume from" in err
 

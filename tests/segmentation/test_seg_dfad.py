@@ -18,7 +18,7 @@ from kdvision.segmentation.dfad import PRESETS, default_checkpoint, run
 from kdvision.segmentation.evaluation import MIoUEvaluator
 from kdvision.core.data import get_dataset
 
-from kdv_testutils import run_script
+from kdv_testutils import assert_same_training_state, one_line_error, run_script
 
 SMALL = ["--resize", "64", "--device", "cpu", "--no-progress"]
 pytestmark = pytest.mark.slow
@@ -30,14 +30,6 @@ def camvid(shared_data):
     if not (root / "test").is_dir():
         pytest.skip(f"CamVid subset not found under {root}")
     return root
-
-
-def _one_line_error(proc):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +111,8 @@ def test_resume_is_exact(tmp_path, teacher_ckpt, camvid):
     run(_cfg(tmp_path, teacher_ckpt, camvid, "part", resume="auto"), explicit_root=True)
     full = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     part = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
-    assert full["step"] == part["step"] == 4
-    for player in ("student", "generator"):
-        a, b = full["method_state"]["modules"][player], part["method_state"]["modules"][player]
-        for k in a:
-            assert (a[k].double() - b[k].double()).abs().max().item() < 1e-6, (player, k)
-    for opt in ("student", "generator"):
-        sa, sb = full["method_state"]["optimizers"][opt]["state"], part["method_state"]["optimizers"][opt]["state"]
-        for i in sa:
-            for k, v in sa[i].items():
-                assert torch.allclose(torch.as_tensor(v).double(), torch.as_tensor(sb[i][k]).double(), atol=1e-6)
-    assert full["best_metric"] == part["best_metric"]
+    assert full["step"] == 4
+    assert_same_training_state(full, part, ("student", "generator"))
 
 
 @pytest.mark.parametrize("baseline", ["random_generator", "kd_ori", "kd_unr"])
@@ -144,13 +127,13 @@ def test_baselines(tmp_path, teacher_ckpt, camvid, baseline):
 
 
 def test_kd_baseline_needs_a_folder(tmp_path, teacher_ckpt, camvid):
-    err = _one_line_error(run_script("segmentation/dfad_camvid.py", "--ckpt", teacher_ckpt, "--data_root", camvid,
+    err = one_line_error(run_script("segmentation/dfad_camvid.py", "--ckpt", teacher_ckpt, "--data_root", camvid,
                                      "--teacher", "deeplabv3_mobilenetv2", "--baseline", "kd_rel", *SMALL))
     assert "needs --kd_data" in err
 
 
 def test_wrong_num_classes_for_checkpoint(tmp_path, teacher_ckpt, camvid):
-    err = _one_line_error(run_script("segmentation/dfad_camvid.py", "--ckpt", teacher_ckpt, "--data_root", camvid,
+    err = one_line_error(run_script("segmentation/dfad_camvid.py", "--ckpt", teacher_ckpt, "--data_root", camvid,
                                      "--teacher", "deeplabv3_mobilenetv2", "--num_classes", "13", "--dry-run",
                                      *SMALL))
     assert "classifier.4.weight" in err and "13" in err and "11" in err
@@ -163,7 +146,7 @@ def test_missing_split_folder(tmp_path, teacher_ckpt):
                       "--teacher", "deeplabv3_mobilenetv2", "--dry-run", *SMALL)
     assert proc.returncode == 0, proc.stderr  # data-free: trains without evaluation, said in one warning line
     assert sum(line.startswith("warning:") for line in proc.stdout.splitlines()) == 1
-    err = _one_line_error(run_script("segmentation/train_teacher_seg.py", "--model", "deeplabv3_mobilenetv2",
+    err = one_line_error(run_script("segmentation/train_teacher_seg.py", "--model", "deeplabv3_mobilenetv2",
                                      "--data_root", root, *SMALL))
     assert "camvid" in err.lower() and "train" in err
 

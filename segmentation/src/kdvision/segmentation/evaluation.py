@@ -8,12 +8,11 @@ evaluates its shard and torchmetrics sums the states across ranks.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn as nn
 from kdvision.core.engine.distributed import DistInfo
-from torch.utils.data import DataLoader, Dataset, Subset
+from kdvision.core.engine.evaluation import ShardedEvaluator
+from torch.utils.data import Dataset
 
 IGNORE_INDEX = 255
 
@@ -33,48 +32,31 @@ def confusion_matrix_miou(conf: torch.Tensor) -> dict[str, float]:
     return {"miou": float(torch.nanmean(iou)), "pixel_acc": float(diag.sum() / conf.sum().clamp_min(1))}
 
 
-class MIoUEvaluator:
+class MIoUEvaluator(ShardedEvaluator):
     """Callable ``evaluator(model) -> {"miou", "pixel_acc"}`` at the test images' resolution.
 
-    Predictions are the argmax of the logits the model returns at input size. The loader is built once; the model
-    is put in eval mode for the pass and restored afterwards.
+    Predictions are the argmax of the logits the model returns at input size.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, dist: DistInfo = DistInfo(),
                  workers: int = 0, amp: bool = False, channels_last: bool = False) -> None:
         from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-        self.dataset = dataset
+        super().__init__(dataset, batch_size, device, dist, workers, amp, channels_last)
         self.num_classes = int(dataset.spec.num_classes)
-        if dist.enabled:
-            dataset = Subset(dataset, list(range(dist.rank, len(dataset), dist.world_size)))
-        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                 pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-        self.device, self.amp = device, amp
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # validate_args=False: no per-batch host syncs; the dataset readers already reject out-of-range labels
         self.miou = MulticlassJaccardIndex(self.num_classes, average="macro", ignore_index=IGNORE_INDEX,
                                            validate_args=False).to(device)
         self.pixel_acc = MulticlassAccuracy(self.num_classes, average="micro", ignore_index=IGNORE_INDEX,
                                             validate_args=False).to(device)
 
-    @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         self.miou.reset()
         self.pixel_acc.reset()
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
-        try:
-            for x, y in self.loader:
-                x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-                y = y.to(self.device, non_blocking=True)
-                with amp:
-                    pred = model(x).argmax(1)
-                self.miou.update(pred, y)
-                self.pixel_acc.update(pred, y)
-        finally:
-            model.train(was_training)
+        for logits, y in self.outputs(model):
+            pred = logits.argmax(1)
+            self.miou.update(pred, y)
+            self.pixel_acc.update(pred, y)
         return {"miou": float(self.miou.compute()), "pixel_acc": float(self.pixel_acc.compute())}
 
     def sample_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
