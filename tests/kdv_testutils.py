@@ -52,3 +52,12 @@ def assert_same_training_state(a: dict, b: dict, players: tuple[str, ...], atol:
             for k, v in sa[i].items():
                 assert torch.allclose(torch.as_tensor(v).double(), torch.as_tensor(sb[i][k]).double(), atol=atol)
     assert a["best_metric"] == b["best_metric"]
+
+
+def free_port() -> int:
+    """A free TCP port for torchrun's rendezvous (port 0 hangs the launcher)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

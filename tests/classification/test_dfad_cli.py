@@ -1,6 +1,5 @@
 """dfad_*.py entry points: one-line errors, dry run, run-directory contract, exact resume, torchrun."""
 import json
-import socket
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from kdvision.core.engine.config import apply_overrides
 from kdvision.core.engine.rundir import SUMMARY_KEYS
 from kdvision.core.models import create_model
 
-from kdv_testutils import assert_same_training_state, one_line_error, run_script
+from kdv_testutils import assert_same_training_state, free_port, one_line_error, run_script
 
 TINY = ["--dataset", "digits", "--batch_size", "8", "--epochs", "1", "--iters-per-epoch", "2", "--set", "ngf=8",
         "--device", "cpu", "--test_batch_size", "128"]
@@ -120,12 +119,6 @@ def test_original_scheduler_semantics():
     assert decay(**PRESETS["caltech101"], scheduler=True) == [100, 200, 300]
     assert decay(scheduler=True, epochs=300, step_size=100, scheduler_timing="end") == [101, 201]
     assert decay(**PRESETS["cifar"]) == []  # no --scheduler: constant LR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from kdvision.segmentation.dfad import PRESETS, default_checkpoint, run
 from kdvision.segmentation.evaluation import MIoUEvaluator
 from kdvision.core.data import get_dataset
 
-from kdv_testutils import assert_same_training_state, one_line_error, run_script
+from kdv_testutils import assert_same_training_state, free_port, one_line_error, run_script
 
 SMALL = ["--resize", "64", "--device", "cpu", "--no-progress"]
 pytestmark = pytest.mark.slow
@@ -103,6 +103,24 @@ def test_dfad_camvid_script_writes_the_run_directory(tmp_path, teacher_ckpt, cam
     assert w == 2 + 6 * (64 + 2)  # two (synthetic, teacher, student) triples of 64-px tiles per row
     ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
     assert set(ckpt["method_state"]["modules"]) == {"student", "generator"}
+
+
+def test_torchrun_sharded_miou_equals_single_process(tmp_path, teacher_ckpt, camvid):
+    import sys
+
+    args = ["--ckpt", teacher_ckpt, "--data_root", camvid, "--teacher", "deeplabv3_mobilenetv2", "--batch_size", "4",
+            "--epochs", "1", "--epoch_itrs", "1", "--nz", "16", "--set", "ngf=8", "--set", "img_size=64",
+            "--test_batch_size", "5", "--set", "workers=0", *SMALL]
+    single = run_script("segmentation/dfad_camvid.py", *args, "--output", tmp_path / "one")
+    ddp = run_script("segmentation/dfad_camvid.py", *args, "--output", tmp_path / "two", timeout=600,
+                     launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                               f"--master_port={free_port()}"])
+    assert single.returncode == 0 and ddp.returncode == 0, (single.stderr[-1500:], ddp.stderr[-1500:])
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["world_size"] == 2
+    # the teacher is the same network: each rank scores half of the 36 test images, torchmetrics sums the states
+    assert two["teacher_metric"] == pytest.approx(one["teacher_metric"], abs=1e-6)
 
 
 def test_resume_is_exact(tmp_path, teacher_ckpt, camvid):
