@@ -209,9 +209,7 @@ def patch(nc: int = 3, ndf: int = 128) -> PatchDiscriminator:
 # ----------------------------------------------------------------------------------------------------- front doors
 def create_generator(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered generator; unknown names raise a ConfigError listing the valid ones."""
-    gen = GENERATORS.create(name, **kwargs)
-    gen.kd_name = GENERATORS.resolve(name)  # type: ignore[attr-defined]
-    return gen
+    return GENERATORS.create(name, **kwargs)
 
 
 def list_generators(include_aliases: bool = False) -> list[str]:
@@ -224,9 +222,7 @@ def generator_info(name: str) -> dict[str, Any]:
 
 def create_discriminator(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered discriminator; unknown names raise a ConfigError listing the valid ones."""
-    disc = DISCRIMINATORS.create(name, **kwargs)
-    disc.kd_name = DISCRIMINATORS.resolve(name)  # type: ignore[attr-defined]
-    return disc
+    return DISCRIMINATORS.create(name, **kwargs)
 
 
 def list_discriminators(include_aliases: bool = False) -> list[str]:

@@ -82,7 +82,14 @@ class Registry:
         return self._meta[self.resolve(name)]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        return self.get(name)(**kwargs)
+        """Build entry ``name``; the object is tagged with its canonical name as ``kd_name`` where it allows."""
+        key = self.resolve(name)
+        obj = self._entries[key](**kwargs)
+        try:
+            obj.kd_name = key
+        except AttributeError:  # objects without a __dict__ (e.g. plain functions' results) stay untagged
+            pass
+        return obj
 
     def names(self, include_aliases: bool = False, where: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
         """Sorted names (and aliases); ``where(meta)`` keeps the entries whose metadata it accepts."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from kdvision.core.data.base import DATASETS, DatasetSpec, require_root, with_stats
+from kdvision.core.data.base import DATASETS, DatasetSpec, open_image, require_root, with_stats
 from kdvision.core.data.normalization import NORMALIZATION
 from kdvision.core.errors import ConfigError, DataError
 from torch.utils.data import Dataset
@@ -138,25 +138,13 @@ def _label_lut(mapping: dict[int, int]) -> torch.Tensor:
 
 
 def _read_rgb(path: str) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from None
+    arr = np.asarray(open_image(path, "RGB"))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 def _read_label(path: str, max_raw: int) -> torch.Tensor:
     """A single-channel label PNG as uint8 (H, W); values outside 0..max_raw are a one-line DataError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read label {path}: {' '.join(str(exc).split())}") from None
+    arr = np.asarray(open_image(path, None, what="label"))
     if arr.ndim != 2:
         raise DataError(f"label {path} has shape {arr.shape}: expected a single-channel image of class indices")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) > max_raw):

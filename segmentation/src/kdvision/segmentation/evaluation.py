@@ -14,7 +14,8 @@ from kdvision.core.engine.distributed import DistInfo
 from kdvision.core.engine.evaluation import ShardedEvaluator
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255
+from .data import IGNORE_INDEX
+
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

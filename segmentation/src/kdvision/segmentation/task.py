@@ -10,8 +10,8 @@ from kdvision.core.data import dataset_normalization
 from kdvision.core.engine.trainer import denormalize
 from kdvision.core.recipes.task import TaskAdapter
 
-from .data import colorize, palette_of
-from .evaluation import IGNORE_INDEX, MIoUEvaluator
+from .data import IGNORE_INDEX, colorize, palette_of
+from .evaluation import MIoUEvaluator
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0,

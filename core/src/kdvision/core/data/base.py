@@ -157,6 +157,19 @@ def is_writable_dir(path: Path) -> bool:
         return False
 
 
+def open_image(path: str | os.PathLike, mode: str | None = "RGB", what: str = "image") -> Any:
+    """A PIL image read from ``path`` and converted to ``mode`` (None: as stored); an unreadable file is a
+    one-line :class:`DataError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if mode is not None else img.copy()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
+
+
 def stats_tensors(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
@@ -318,15 +331,8 @@ class ImageListDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        return self.transform(img), label
+        return self.transform(open_image(path, "RGB")), label
 
     def __repr__(self) -> str:
         name = self.spec.name if self.spec else "?"

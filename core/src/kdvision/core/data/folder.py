@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .base import DATASETS, DatasetSpec, require_root, with_stats
+from .base import DATASETS, DatasetSpec, open_image, require_root, with_stats
 from .normalization import NORMALIZATION
 
 IMAGEFOLDER_SPEC = DatasetSpec("imagefolder", None, 3, (224, 224), *NORMALIZATION["imagenet"])
@@ -77,12 +77,4 @@ class UnlabeledImages(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.files[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert(self.mode)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
-        return self.transform(img)
+        return self.transform(open_image(self.files[index], self.mode))

@@ -18,9 +18,7 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
     """Build a registered model. ``num_classes=None`` keeps the entry's default class count."""
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    model = MODELS.create(name, **kwargs)
-    model.kd_name = MODELS.resolve(name)  # type: ignore[attr-defined]
-    return model
+    return MODELS.create(name, **kwargs)
 
 
 def build_model(name: str, num_classes: int | None = None, checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
