@@ -92,6 +92,10 @@ class Method:
     def extra_state(self) -> dict[str, Any]:
         return {}
 
+    def summary(self) -> dict[str, Any]:
+        """Extra entries for ``summary.json`` (e.g. synthesis time)."""
+        return {}
+
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 

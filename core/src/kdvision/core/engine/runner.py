@@ -64,7 +64,8 @@ class RunContext:
     def train(self, method: Method, *, task: str, metric: str, batch_size: int,
               evaluator: Callable[[torch.nn.Module], dict[str, float]] | None, teacher_metric: float | None,
               norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = (),
-              render: Callable[[Method], torch.Tensor | None] | None = None, nrow: int = 8) -> dict[str, Any]:
+              render: Callable[[Method], torch.Tensor | None] | None = None, nrow: int = 8,
+              epochs: int | None = None) -> dict[str, Any]:
         """Run ``method`` under the standard hooks and write ``summary.json``.
 
         Sample grids: ``render(method)`` (a [0, 1] batch) when given, else the method's samples denormalised with
@@ -78,7 +79,7 @@ class RunContext:
             render = sample_renderer(*norm)
         if render is not None:
             hooks.append(SampleGridHook(render, every=cfg.eval_every, nrow=nrow))
-        trainer = Trainer(method, epochs=cfg.epochs, iters_per_epoch=cfg.iters_per_epoch, run=self.run,
+        trainer = Trainer(method, epochs=epochs or cfg.epochs, iters_per_epoch=cfg.iters_per_epoch, run=self.run,
                           dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
         if cfg.resume:
             path = self.run.last_ckpt if cfg.resume == "auto" else Path(cfg.resume)
@@ -105,7 +106,7 @@ class RunContext:
             "batch_size": batch_size,
             "train_iters_per_s": steps_this_run / state.train_time if state.train_time > 0 else None,
             "wall_time_s": wall, "device": str(self.device), "world_size": self.dist.world_size,
-            "seed": cfg.seed,
+            "seed": cfg.seed, **method.summary(),
         }
         self.run.write_summary(summary)
         who = "student" if teacher_metric is not None else "model"

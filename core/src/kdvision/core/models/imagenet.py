@@ -24,7 +24,7 @@ def _register_resnet(depth: int) -> None:
     name = f"resnet{depth}_imagenet"
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"torchvision ResNet-{depth} (``fc`` head, ``downsample`` shortcuts), random init."
-    MODELS.add(name, build, family="torchvision_resnet", **_META)
+    MODELS.add(name, build, family="torchvision_resnet", blocks=("layer1", "layer2", "layer3", "layer4"), **_META)
     globals()[name] = build
 
 
@@ -32,7 +32,8 @@ for _depth in (18, 34, 50, 101):
     _register_resnet(_depth)
 
 
-@MODELS.register("mobilenetv2_imagenet", family="torchvision_mobilenetv2", **_META)
+@MODELS.register("mobilenetv2_imagenet", family="torchvision_mobilenetv2",
+                 blocks=("features.3", "features.6", "features.13", "features.17"), **_META)
 def mobilenetv2_imagenet(num_classes: int = 1000, **kwargs) -> nn.Module:
     """torchvision MobileNetV2 (``features.*``, ``classifier.1``), random init; CMI's ``mobilenetv2`` entry."""
     return tvm.mobilenet_v2(weights=None, num_classes=num_classes, **kwargs)

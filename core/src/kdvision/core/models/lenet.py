@@ -39,7 +39,8 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
-_META = dict(input_size=(1, 32, 32), family="lenet", mean=MNIST_MEAN, std=MNIST_STD)
+_META = dict(input_size=(1, 32, 32), family="lenet", mean=MNIST_MEAN, std=MNIST_STD,
+             blocks=("conv1", "conv2", "conv3"))
 
 
 @MODELS.register("lenet5", **_META)

@@ -68,7 +68,7 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
-_META = dict(input_size=(3, 32, 32), family="cifar_resnet")
+_META = dict(input_size=(3, 32, 32), family="cifar_resnet", blocks=("layer1", "layer2", "layer3", "layer4"))
 
 
 @MODELS.register("resnet18", aliases=("resnet18_8x",), **_META)

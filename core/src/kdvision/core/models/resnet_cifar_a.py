@@ -112,7 +112,7 @@ def _register(depth: int) -> None:
     build.__name__ = build.__qualname__ = f"resnet{depth}_a"
     build.__doc__ = f"He et al. CIFAR ResNet-{depth} with option-A (parameter-free) shortcuts."
     MODELS.add(f"resnet{depth}_a", build, input_size=(3, 32, 32), family="cifar_resnet_optiona",
-               mean=IMAGENET_MEAN, std=IMAGENET_STD)
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, blocks=("layer1", "layer2", "layer3"))
     globals()[build.__name__] = build
 
 

@@ -94,7 +94,8 @@ def _register(name: str) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"RepDistiller CIFAR ResNet-{depth}, widths {widths}."
-    MODELS.add(name, build, input_size=(3, 32, 32), family="repdistiller_resnet")
+    MODELS.add(name, build, input_size=(3, 32, 32), family="repdistiller_resnet",
+               blocks=("layer1", "layer2", "layer3"))
     globals()[name] = build
 
 

@@ -1,0 +1,6 @@
+#!/usr/bin/env python
+"""Data-free KD (CMI / Fast-Datafree engine): `python classification/datafree_kd.py --method cmi [datafree_kd.py flags]`."""
+from kdvision.classification.datafree import main
+
+if __name__ == "__main__":
+    main(script="datafree_kd.py")
