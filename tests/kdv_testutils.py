@@ -22,11 +22,12 @@ def require(path: Path) -> Path:
     return path
 
 
-def run_script(script: str, *args, timeout: int = 300, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_script(script: str, *args, timeout: int = 300, launcher: list[str] | None = None,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run an entry script (path relative to the repo) as a user would, capturing its output."""
     cmd = (launcher or [sys.executable]) + [str(REPO / script), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

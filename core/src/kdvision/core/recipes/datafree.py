@@ -166,6 +166,7 @@ def add_datafree_arguments(p: ArgumentParser, methods: tuple[str, ...] = METHODS
                    "(the original's selection was a no-op: the last iterate)")
     k.add_argument("--generator", help="generator name (cmi, cmi_large, ...)")
     k.add_argument("--nz", type=int, help="latent size")
+    k.add_argument("--ngf", type=int, help="generator width")
     k.add_argument("--bank_size", type=int, help="CMI memory-bank rows")
     k.add_argument("--n_neg", type=int, help="CMI negatives drawn from the bank per step")
     k.add_argument("--head_dim", type=int, help="CMI projection size")

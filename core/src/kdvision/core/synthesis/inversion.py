@@ -52,6 +52,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         self.adv, self.oh, self.tv, self.l2 = adv, oh, tv, l2
         self.jitter = jitter
         self.best_of_steps = best_of_steps
+        self.pixels: torch.Tensor | None = None  # the last round's optimised batch (normalised space)
 
     def synthesize(self) -> dict[str, torch.Tensor]:
         n = self.batch_size
@@ -90,7 +91,8 @@ class DeepInversionSynthesizer(PoolSynthesizer):
                 opt.step()
                 with torch.no_grad():
                     x.data = torch.max(torch.min(x.data, hi), lo)
-        chosen = best.items[0] if self.best_of_steps else x.detach()
+        self.pixels = x.detach()
+        chosen = best.items[0] if self.best_of_steps else self.pixels
         self.add_to_pool(self.normalizer.inverse(chosen).clamp(0, 1))
         self.rounds += 1
         return {"loss_syn": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
@@ -284,6 +286,7 @@ class FastMetaSynthesizer(FastSynthesizer):
         self.is_maml = is_maml
         self.reptile_scale = reptile_scale
         self.opt_meta = torch.optim.Adam(generator.parameters(), lr=self.lr_g * self.g_steps, betas=(0.5, 0.999))
+        self.fast_generator: nn.Module | None = None  # the last round's adapted copy
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"meta": self.opt_meta}
@@ -294,7 +297,8 @@ class FastMetaSynthesizer(FastSynthesizer):
         for p in meta.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        return copy.deepcopy(meta)
+        self.fast_generator = copy.deepcopy(meta)
+        return self.fast_generator
 
     def after_backward(self, G: nn.Module, step: int) -> None:
         if self.is_maml:  # FOMAML: accumulate every inner gradient into the meta-generator

@@ -1,0 +1,393 @@
+"""The synthesis engine: augmentation, the device-resident pool, every synthesizer's round, the KD method."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kdvision.core.generators import create_generator
+from kdvision.core.hooks import block_names
+from kdvision.core.losses import kldiv, triplet_loss
+from kdvision.core.methods.datafree import DataFreeKD, epoch_lr
+from kdvision.core.methods.rgal import RGALStudentTerms
+from kdvision.core.models import create_model, list_models, model_info
+from kdvision.core.synthesis import (AdvTripletSynthesizer, BestTracker, CMISynthesizer, DeepInversionSynthesizer,
+                                     FastMetaSynthesizer, FastSynthesizer, GenerativeSynthesizer, ImagePool,
+                                     Normalizer, crop_flip)
+from kdvision.core.synthesis.inversion import reinit_first_layers
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+def small_pair(teacher="resnet8", student="resnet8", classes=10, seed=0):
+    torch.manual_seed(seed)
+    return create_model(teacher, num_classes=classes), create_model(student, num_classes=classes)
+
+
+def common(batch=8, g_steps=2, bn=1.0, shape=(3, 32, 32), **kw):
+    return dict(num_classes=10, image_shape=shape, mean=MEAN[: shape[0]], std=STD[: shape[0]], batch_size=batch,
+                g_steps=g_steps, device=torch.device("cpu"), bn=bn, **kw)
+
+
+def small_generator(nz=16, ngf=8, nc=3):
+    return create_generator("cmi", nz=nz, ngf=ngf, img_size=32, nc=nc)
+
+
+# -- augmentation --------------------------------------------------------------------------------------------------
+def test_crop_flip_is_a_padded_crop_or_its_mirror_with_uniform_offsets():
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 8, 8) + 0.5  # strictly positive: zero padding is recognisable
+    out = crop_flip(x, padding=2)
+    padded = F.pad(x, (2,) * 4)
+    seen, flips = set(), 0
+    for i in range(x.shape[0]):
+        matches = [(dy, dx, fl) for dy in range(5) for dx in range(5) for fl in (False, True)
+                   if torch.equal(out[i], (lambda c: c.flip(2) if fl else c)(padded[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert matches, f"sample {i} is not a crop of its padded image"
+        dy, dx, fl = matches[0]
+        seen.add((dy, dx))
+        flips += fl
+    assert len(seen) >= 15  # 25 offsets, 64 draws: a uniform law hits most of them
+    assert 16 <= flips <= 48
+
+
+def test_crop_flip_keeps_uint8():
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert crop_flip(x).dtype == torch.uint8
+
+
+# -- pool ------------------------------------------------------------------------------------------------------------
+def test_pool_quantises_like_the_png_round_trip(tmp_path):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 32, 32)
+    pool = ImagePool((3, 32, 32))
+    pool.add(x)
+    expected = (x.numpy() * 255).astype(np.uint8)  # the originals' writer: uint8(x * 255), truncating
+    assert np.array_equal(pool.images.numpy(), expected)
+    assert pool.save_png(tmp_path) == 5
+    back = np.stack([np.asarray(Image.open(tmp_path / f"{i:06d}.png")).transpose(2, 0, 1) for i in range(5)])
+    assert np.array_equal(back, expected)  # PNG files written for inspection hold exactly the pooled bytes
+
+
+def constant_images(n: int) -> torch.Tensor:
+    """Image i is the constant (i + 1) / 255: its source can be read back from any crop."""
+    return (torch.arange(1, n + 1, dtype=torch.float32) / 255 + 1e-4).view(n, 1, 1, 1).expand(n, 3, 8, 8).clone()
+
+
+def source_ids(batch: torch.Tensor) -> list[int]:
+    return [int(round(float(img.max()) * 255)) - 1 for img in batch]
+
+
+def test_pool_walks_a_permutation_per_pass_and_restarts_after_add():
+    torch.manual_seed(0)
+    pool = ImagePool((3, 8, 8))
+    pool.add(constant_images(10))
+    ids = []
+    for _ in range(5):  # 20 draws = two full passes
+        ids += source_ids(pool.sample(4, augment=False))
+    assert sorted(ids[:10]) == list(range(10)) and sorted(ids[10:]) == list(range(10))
+    assert len(pool) == 10
+    pool.add(constant_images(12)[10:])
+    ids = []
+    for _ in range(3):
+        ids += source_ids(pool.sample(4, augment=False))
+    assert sorted(ids) == list(range(12))  # a fresh pass over the grown pool
+
+
+def test_pair_sample_views_come_from_the_same_images_and_differ():
+    torch.manual_seed(1)
+    pool = ImagePool((3, 8, 8))
+    pool.add(constant_images(6))
+    batch = pool.sample(6, views=2)
+    a, b = batch[:6], batch[6:]
+    assert source_ids(a) == source_ids(b)
+    assert not torch.equal(a, b)  # independent crops / flips
+
+
+def test_pool_state_round_trip_continues_the_same_order():
+    torch.manual_seed(0)
+    pool = ImagePool((3, 8, 8))
+    pool.add(constant_images(7))
+    pool.sample(3)
+    state = pool.state_dict()
+    rng = torch.get_rng_state()
+    first = pool.sample(5)
+    other = ImagePool((3, 8, 8))
+    other.load_state_dict(state)
+    torch.set_rng_state(rng)
+    assert torch.equal(other.sample(5), first)
+
+
+def test_normalizer_bounds_and_inverse():
+    norm = Normalizer(MEAN, STD)
+    lo, hi = norm.bounds()
+    assert torch.allclose(norm.inverse(lo), torch.zeros(1, 3, 1, 1), atol=1e-6)
+    assert torch.allclose(norm.inverse(hi), torch.ones(1, 3, 1, 1), atol=1e-6)
+
+
+def test_best_tracker_keeps_strictly_lower_losses():
+    best = BestTracker()
+    for loss, value in [(3.0, 0.0), (2.0, 1.0), (2.0, 2.0), (5.0, 3.0), (1.5, 4.0)]:
+        best.update(torch.tensor(loss), torch.full((2,), value))
+        if loss == 2.0 and value == 2.0:
+            assert best.items[0][0] == 1.0  # a tie keeps the earlier batch
+    assert best.loss.item() == 1.5 and best.items[0][0].item() == 4.0
+
+
+# -- synthesizers --------------------------------------------------------------------------------------------------
+def test_generative_sample_uses_eval_mode_and_leaves_bn_statistics_alone():
+    T, S = small_pair()
+    G = small_generator()
+    syn = GenerativeSynthesizer(T, S, G, nz=16, lr_g=1e-3, adv=1.0, oh=1.0, **common())
+    syn.synthesize()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    torch.manual_seed(5)
+    x = syn.sample(6)
+    assert G.training  # handed back in train mode for the next round
+    torch.manual_seed(5)
+    z = torch.randn(6, 16)
+    G.eval()
+    expected = syn.normalizer(G(z))
+    assert torch.allclose(x, expected, atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+
+
+def test_generative_round_trains_the_generator_not_the_players():
+    T, S = small_pair()
+    G = small_generator()
+    s_before = {k: v.clone() for k, v in S.state_dict().items()}
+    g_before = [p.clone() for p in G.parameters()]
+    syn = GenerativeSynthesizer(T, S, G, nz=16, lr_g=1e-2, adv=1.0, oh=1.0, act=0.1, balance=1.0, **common())
+    out = syn.synthesize()
+    assert set(out) == {"loss_syn", "loss_bn", "loss_oh", "loss_act", "loss_balance", "loss_adv"}
+    assert all(p.grad is None for p in S.parameters()) and all(p.grad is None for p in T.parameters())
+    assert all(torch.equal(s_before[k], v) for k, v in S.state_dict().items())  # eval mode: no BN updates
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+    assert S.training
+
+
+def test_generative_needs_a_non_zero_weight():
+    T, S = small_pair()
+    with pytest.raises(ValueError, match="weight is 0"):
+        GenerativeSynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, **common(bn=0.0))
+
+
+def test_deepinversion_pools_the_last_iterate_by_default_and_the_best_on_request(monkeypatch):
+    T, S = small_pair()
+    syn = DeepInversionSynthesizer(T, S, lr_g=0.1, adv=1.0, **common(g_steps=4))
+    syn.synthesize()
+    expected = (syn.normalizer.inverse(syn.pixels).clamp(0, 1) * 255).to(torch.uint8)
+    assert torch.equal(syn.pool.images, expected)  # the original's aliasing: the last iterate enters the pool
+
+    seen = []
+    update = BestTracker.update
+
+    def spy(self, loss, *items):
+        seen.append((loss.item(), items[0].clone()))
+        return update(self, loss, *items)
+
+    monkeypatch.setattr(BestTracker, "update", spy)
+    best = DeepInversionSynthesizer(T, S, lr_g=0.1, adv=1.0, best_of_steps=True, **common(g_steps=4))
+    best.synthesize()
+    loss, x = min(seen, key=lambda item: item[0])
+    assert torch.equal(best.pool.images, (best.normalizer.inverse(x).clamp(0, 1) * 255).to(torch.uint8))
+    lo, hi = syn.normalizer.bounds()
+    assert bool(((syn.pixels >= lo - 1e-6) & (syn.pixels <= hi + 1e-6)).all())  # clipped to the valid range
+
+
+def test_cmi_round_adds_one_batch_to_pool_and_bank():
+    T, S = small_pair()
+    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, adv=0.5, cr=0.8, cr_T=0.1, bank_size=20,
+                         n_neg=12, **common(batch=8))
+    d = syn.feature_dim
+    assert d == sum(m.num_features for m in T.modules() if isinstance(m, nn.BatchNorm2d))
+    out = syn.synthesize()
+    assert len(syn.pool) == 8 and len(syn.bank) == 8 and syn.bank.rows.shape[1] == 2 * d
+    assert "loss_cr" in out and "loss_adv" in out
+    syn.synthesize()
+    syn.synthesize()
+    assert len(syn.pool) == 24 and len(syn.bank) == 20  # ring buffer full: 8 + 8 + 8 rows into 20
+    images = syn.pool.images
+    assert images.dtype == torch.uint8 and images.shape == (24, 3, 32, 32)
+
+
+def test_cmi_generator_restarts_from_a_fresh_initialisation_every_round(monkeypatch):
+    T, S = small_pair()
+    G = small_generator()
+    syn = CMISynthesizer(T, S, G, nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8, **common(batch=4, g_steps=1))
+    starts = []
+    original = syn.round_generator
+
+    def spy():
+        gen = original()
+        starts.append(gen.l1[0].weight.detach().clone())
+        return gen
+
+    monkeypatch.setattr(syn, "round_generator", spy)
+    syn.synthesize()
+    with torch.no_grad():
+        G.l1[0].weight.fill_(5.0)
+    syn.synthesize()
+    assert abs(starts[1].std().item() - 0.02) < 0.002 and abs(starts[1].mean().item()) < 0.002
+
+
+def test_fast_warmup_switches_the_adversarial_term_on_at_the_original_round():
+    T, S = small_pair()
+    syn = FastSynthesizer(T, S, small_generator(), nz=16, lr_g=3e-3, lr_z=0.01, adv=1.1, warmup=3,
+                          bn_momentum=0.9, **common(batch=4, g_steps=1))
+    has_adv = [("loss_adv" in syn.synthesize()) for _ in range(4)]
+    assert has_adv == [False, False, True, True]  # 1-based round counter >= warmup, as in the original
+    assert syn.bn_hook.state_dict()  # momentum statistics exist after the rounds
+
+
+def test_fast_meta_fomaml_and_reptile_meta_gradients():
+    T, S = small_pair()
+    G = small_generator()
+    syn = FastMetaSynthesizer(T, S, G, nz=16, lr_g=3e-3, lr_z=0.01, adv=0.0, is_maml=True,
+                              **common(batch=4, g_steps=1))
+    syn.synthesize()
+    for p, q in zip(G.parameters(), syn.fast_generator.parameters()):  # one inner step: meta grad = inner grad
+        assert torch.allclose(p.grad, q.grad)
+
+    G2 = small_generator()
+    meta_before = [p.detach().clone() for p in G2.parameters()]
+    rep = FastMetaSynthesizer(T, S, G2, nz=16, lr_g=3e-3, lr_z=0.01, is_maml=False, **common(batch=4, g_steps=2))
+    rep.synthesize()
+    for p, before, q in zip(G2.parameters(), meta_before, rep.fast_generator.parameters()):
+        assert torch.allclose(p.grad, 67.0 * (before - q.detach()), atol=1e-6)
+        assert not torch.equal(p.detach(), before)  # the meta step moved the meta-generator
+
+
+def test_reset_l0_reinitialises_only_the_first_layers_at_round_120_plus_warmup():
+    T, S = small_pair()
+    G = small_generator()
+    syn = FastMetaSynthesizer(T, S, G, nz=16, lr_g=0.0, lr_z=0.0, warmup=2, reset_l0=True,
+                              **common(batch=2, g_steps=1, bn=0.0))
+    with torch.no_grad():
+        for p in G.parameters():
+            p.fill_(0.5)
+    syn.rounds = 120  # the next round is the 122nd - 1 = 121st: nothing happens
+    syn.round_generator()
+    assert torch.all(G.l1[0].weight == 0.5)
+    syn.rounds = 121
+    syn.round_generator()
+    assert abs(G.l1[0].weight.std().item() - 0.02) < 0.005 and torch.all(G.l1[0].bias == 0)
+    assert torch.all(G.conv_blocks[2].weight == 0.5)  # later layers untouched
+    reinit_first_layers(G)  # and the helper names exactly those layers
+    assert abs(G.conv_blocks[0].weight.std().item() - 0.02) < 0.02
+
+
+@pytest.mark.parametrize("sign", ["code", "paper"])
+def test_rgal_triplet_term_uses_the_student_blocks_and_the_requested_sign(sign, monkeypatch):
+    T, S = small_pair("resnet8", "resnet14")
+    calls = []
+
+    def spy(features, embeddings, labels, **kw):
+        calls.append((len(features), features[0].shape[1], kw))
+        return triplet_loss(features, embeddings, labels, **kw)
+
+    monkeypatch.setattr("kdvision.core.synthesis.rgal.triplet_loss", spy)
+    syn = AdvTripletSynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, adv=1.0, triplet=0.1,
+                                triplet_target="student", start_layer=1, end_layer=3, balanced_sampling=True,
+                                triplet_sign=sign, balance=0.1, **common(batch=8, g_steps=1))
+    out = syn.synthesize()
+    assert {"loss_triplet", "loss_balance", "loss_adv", "loss_bn", "loss_oh"} <= set(out)
+    n_blocks, channels, kw = calls[0]
+    assert n_blocks == 2 and channels == 32  # resnet14 layer2, layer3
+    assert kw["sampler"] == "balanced" and kw["swap"] is (sign == "paper")
+
+
+def test_rgal_student_terms_match_their_definitions():
+    T, S = small_pair("resnet14", "resnet8")
+    terms = RGALStudentTerms(T, S, (3, 32, 32), epochs=10, cd=0.1, striplet=0.1, striplet_feature="global,logits",
+                             custom_steps=0.5)
+    assert terms.block_pairs == 3 and [a.out_channels for a in terms.adapters.adapters] == [16, 32, 64]
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad(), terms.capture_teacher():
+        t = T(x)
+    with terms.capture_student():
+        s = S(x)
+    out = terms(s, t, epoch=0)
+    assert set(out) == {"loss_cd", "loss_striplet"}
+    sb = terms._s_taps.blocks
+    tb = terms._t_taps.blocks
+    expected = sum(F.mse_loss(conv(a).mean((2, 3)), b.mean((2, 3))) for conv, a, b in
+                   zip(terms.adapters.adapters, sb, tb))
+    assert torch.allclose(out["loss_cd"], 0.1 * expected, atol=1e-6)
+    assert terms(s, t, epoch=5) == {}  # custom_steps 0.5 of 10 epochs
+
+
+# -- the KD method ---------------------------------------------------------------------------------------------------
+def test_epoch_lr_matches_torch_schedulers():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.2)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=2e-4)
+    for e in range(10):
+        assert math.isclose(epoch_lr(e, base=0.2, schedule="cosine", epochs=10, lr_min=2e-4),
+                            opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12)
+        opt.step()
+        cos.step()
+    opt = torch.optim.SGD([p], lr=0.1)
+    ms = torch.optim.lr_scheduler.MultiStepLR(opt, [3, 6], 0.1)
+    for e in range(8):
+        assert math.isclose(epoch_lr(e, base=0.1, schedule="multistep", epochs=8, milestones=[3, 6]),
+                            opt.param_groups[0]["lr"], rel_tol=1e-9)
+        opt.step()
+        ms.step()
+
+
+def test_kd_method_runs_warmup_rounds_then_one_round_every_kd_steps():
+    T, S = small_pair()
+    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
+                         **common(batch=4, g_steps=1))
+    method = DataFreeKD(T, S, syn, batch_size=4, kd_steps=3, lr=0.1, epochs=2, T=4.0, warmup_rounds=2)
+    method.on_epoch_start(0)
+    rounds = []
+    for _ in range(7):
+        out = method.train_step()
+        rounds.append(syn.rounds)
+    assert rounds == [3, 3, 3, 4, 4, 4, 5]
+    assert {"loss_kd", "agreement", "loss_syn"} <= set(out)
+    assert method.summary()["pool_size"] == 20 and method.summary()["synthesis_rounds"] == 5
+
+
+def test_kd_objective_is_honoured_temperature_kl_or_l1():
+    T, S = small_pair()
+    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
+                         **common(batch=4, g_steps=1))
+    s, t = torch.randn(5, 10), torch.randn(5, 10)
+    kl = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, epochs=1, T=20.0)
+    assert torch.allclose(kl.kd_objective(s, t), kldiv(s, t, T=20.0))
+    l1 = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, epochs=1, kd_loss="l1")
+    assert torch.allclose(l1.kd_objective(s, t), (s - t).abs().mean())
+
+
+# -- every classifier of the zoo as teacher and student ------------------------------------------------------------
+ZOO = list_models()
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_classifier_works_as_rgal_teacher_and_student(name):
+    info = model_info(name)
+    c = info["input_size"][0]
+    size = 32
+    torch.manual_seed(0)
+    T = create_model(name, num_classes=10).eval()
+    S = create_model(name, num_classes=10)
+    assert block_names(T)
+    syn = AdvTripletSynthesizer(T, S, small_generator(nc=c), nz=16, lr_g=1e-3, adv=1.0, triplet=0.1,
+                                triplet_target="student", start_layer=1, end_layer=3,
+                                **common(batch=4, g_steps=1, shape=(c, size, size),
+                                         bn=1.0 if any(isinstance(m, nn.BatchNorm2d) for m in T.modules()) else 0.0))
+    terms = RGALStudentTerms(T, S, (c, size, size), epochs=1, cd=0.1, striplet=0.1, striplet_feature="global")
+    method = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.01, epochs=1, T=20.0, student_terms=terms)
+    method.on_epoch_start(0)
+    out = method.train_step()
+    assert all(torch.isfinite(v).all() for v in out.values()), out
+    assert {"loss_kd", "loss_cd", "loss_striplet", "loss_triplet"} <= set(out)
