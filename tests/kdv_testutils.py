@@ -40,7 +40,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def assert_same_training_state(a: dict, b: dict, players: tuple[str, ...], atol: float = 1e-6) -> None:
-    """Two checkpoints hold the same step, best metric, player weights and optimiser states (to ``atol``)."""
+    """Two checkpoints hold the same step, best metric, player weights and every optimiser's state (to ``atol``)."""
     import torch
 
     assert a["step"] == b["step"]
@@ -48,7 +48,10 @@ def assert_same_training_state(a: dict, b: dict, players: tuple[str, ...], atol:
         wa, wb = a["method_state"]["modules"][player], b["method_state"]["modules"][player]
         for k in wa:
             assert (wa[k].double() - wb[k].double()).abs().max().item() < atol, (player, k)
-        sa, sb = a["method_state"]["optimizers"][player]["state"], b["method_state"]["optimizers"][player]["state"]
+    assert set(a["method_state"]["optimizers"]) == set(b["method_state"]["optimizers"])
+    for name, opt in a["method_state"]["optimizers"].items():
+        sa, sb = opt["state"], b["method_state"]["optimizers"][name]["state"]
+        assert set(sa) == set(sb), name
         for i in sa:
             for k, v in sa[i].items():
                 assert torch.allclose(torch.as_tensor(v).double(), torch.as_tensor(sb[i][k]).double(), atol=atol)

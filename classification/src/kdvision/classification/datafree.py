@@ -44,8 +44,16 @@ def _cmi_names(cfg: DataFreeConfig) -> None:
 
 
 def _device_from_gpu(args) -> None:
-    if getattr(args, "gpu", None) is not None and "device" not in vars(args):
+    """``--gpu N`` (the originals' device flag) = ``--device cuda:N``; without CUDA, the CPU with a warning."""
+    if getattr(args, "gpu", None) is None or "device" in vars(args):
+        return
+    import torch
+
+    if torch.cuda.is_available():
         args.device = f"cuda:{args.gpu}"
+    else:
+        print(f"warning: --gpu {args.gpu} given but CUDA is not available; running on the CPU")
+        args.device = "cpu"
 
 
 def _run(cfg: DataFreeConfig, args, preset_values: dict[str, Any]) -> int:

@@ -340,8 +340,8 @@ def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool,
                 "student": f"{cfg.student} {param_count(student)} params",
                 "synthesizer": f"{type(synthesizer).__name__}: {cfg.g_steps} steps x {syn_batch} images per round, "
                                f"lr_g {cfg.lr_g}, weights adv {cfg.adv} bn {cfg.bn} oh {cfg.oh}"
-                               + (f" act {cfg.act}" if cfg.act else "") + (f" balance {cfg.balance}"
-                                                                            if cfg.balance else ""),
+                               + (f" act {cfg.act}" if cfg.act and cfg.method in GENERATIVE else "")
+                               + (f" balance {cfg.balance}" if cfg.balance else ""),
                 "generator": f"{cfg.generator} nz={cfg.nz} {param_count(generator)} params" if generator is not None
                              else "none (pixels are optimised)",
                 **synthesizer.describe(),
