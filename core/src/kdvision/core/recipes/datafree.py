@@ -33,6 +33,7 @@ from .task import TaskAdapter, test_split_evaluator
 
 GENERATIVE = ("dafl", "zskt", "dfq", "dfad")
 METHODS = GENERATIVE + ("deepinv", "cmi", "fast", "fast_meta", "rgal")
+SAVE_SAMPLES = ("none", "grid", "pool")
 
 
 @dataclass
@@ -89,7 +90,7 @@ class DataFreeConfig(RunConfig):
     pool_dtype: str = "uint8"
     cmi_init: str | None = None  # a folder of pre-synthesized images that starts the pool
     save_dir: str | None = None  # also write every pooled image as a PNG here (the originals' pool folder)
-    save_samples: bool = True  # image grids of each epoch's synthetic batch under <output>/samples
+    save_samples: str = "grid"  # none | grid (each epoch's synthetic batch under <output>/samples) | pool (+ PNGs)
     # -- RGAL -----------------------------------------------------------------------------------------------------
     triplet: float = 0.0
     striplet: float = 0.0
@@ -174,7 +175,11 @@ def add_datafree_arguments(p: ArgumentParser, methods: tuple[str, ...] = METHODS
     k.add_argument("--l2", type=float, help="DeepInversion L2 prior weight")
     k.add_argument("--lr_min", type=float, help="floor of the cosine schedule")
     k.add_argument("--pool_dtype", choices=("uint8", "float16"), help="pool storage (uint8 = the PNG quantisation)")
-    k.add_argument("--no-save-samples", dest="save_samples", action="store_false", help="no image grids")
+    k.add_argument("--save-samples", "--save_samples", dest="save_samples", choices=SAVE_SAMPLES,
+                   help="grid: image grids of each round's batch in <output>/samples; pool: also every pooled image "
+                   "as a PNG in <output>/pool (or --save_dir); none: neither")
+    k.add_argument("--no-save-samples", dest="save_samples", action="store_const", const="none",
+                   help="= --save-samples none")
     k.add_argument("--num_classes", type=int, help="classes (default: the dataset's)")
     k.add_argument("--normalize", help="normalisation key the teacher expects (default: the teacher's, else the "
                    "dataset's)")
@@ -215,6 +220,8 @@ def _check(cfg: DataFreeConfig) -> None:
     if cfg.lr_decay_milestones and cfg.scheduler != "multistep":
         _warn("--lr_decay_milestones has no effect with the cosine schedule (as in the original); pass "
               "--scheduler multistep to use it")
+    if cfg.save_samples not in SAVE_SAMPLES:
+        raise ConfigError(f"--save-samples must be one of {', '.join(SAVE_SAMPLES)}, got {cfg.save_samples!r}")
     if cfg.reset_bn:
         _warn("--reset_bn has no effect (the original parsed it and never used it)")
     if cfg.method == "fast" and cfg.is_maml != 1:
@@ -382,13 +389,13 @@ def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool,
                 ctx.log.info(f"student test {task.metric} {result.get(task.metric, float('nan')):.4f}")
             return {"teacher_metric": teacher_metric}
         hooks = []
-        if cfg.save_dir and synthesizer.uses_pool:
-            hooks.append(PoolPNGHook(cfg.save_dir))
+        if synthesizer.uses_pool and (cfg.save_dir or cfg.save_samples == "pool"):
+            hooks.append(PoolPNGHook(cfg.save_dir or str(ctx.run.path / "pool")))
         cfg.iters_per_epoch = rounds * cfg.kd_steps
         # the trainer counts KD epochs; the warm-up rounds run inside the method before the first KD step
         return ctx.train(method, task=task.name, metric=task.metric, batch_size=cfg.batch_size,
                          evaluator=evaluator, teacher_metric=teacher_metric, extra_hooks=hooks,
-                         render=(lambda m: m.sample_images()) if cfg.save_samples else None, nrow=16,
+                         render=(lambda m: m.sample_images()) if cfg.save_samples != "none" else None, nrow=16,
                          epochs=kd_epochs)
     finally:
         ctx.close()
