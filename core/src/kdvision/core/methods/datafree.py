@@ -58,8 +58,7 @@ class DataFreeKD(Method):
                  T: float = 1.0, kd_loss: str = "kl", schedule: str = "cosine", lr_min: float = 0.0,
                  milestones: list[int] | tuple[int, ...] = (), gamma: float = 0.1, warmup_rounds: int = 0,
                  student_terms: nn.Module | None = None, device: torch.device = torch.device("cpu"),
-                 amp: bool = False, channels_last: bool = False,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 amp: bool = False, clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(device, amp)
         if kd_loss not in KD_LOSSES:
             raise ValueError(f"unknown KD loss {kd_loss!r}; valid: {', '.join(KD_LOSSES)}")

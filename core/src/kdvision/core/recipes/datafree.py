@@ -380,7 +380,7 @@ def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool,
                             lr=cfg.lr, epochs=kd_epochs, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                             T=cfg.T, kd_loss=cfg.kd_loss, schedule=cfg.scheduler, lr_min=cfg.lr_min,
                             milestones=cfg.lr_decay_milestones, warmup_rounds=cfg.warmup * rounds,
-                            student_terms=terms, device=ctx.device, amp=cfg.amp, channels_last=cfg.channels_last)
+                            student_terms=terms, device=ctx.device, amp=cfg.amp)
         method.name = cfg.method
         if cfg.evaluate_only:
             if cfg.resume:

@@ -219,7 +219,8 @@ class CMISynthesizer(GeneratorInversion):
         if self.cr > 0:
             cached = self.bank.sample(self.n_neg)
             bank_l, bank_g = cached.chunk(2, dim=1)
-            proj = self.head(torch.cat([h_l, bank_l, h_g, bank_g]))
+            with self.autocast():  # the head's matmuls over 2(N + K) rows are most of a step at full bank size
+                proj = self.head(torch.cat([h_l, bank_l, h_g, bank_g])).float()
             p_l, p_g = proj.chunk(2)
             parts["loss_cr"] = cmi_contrastive_loss(p_l, p_g, n, self.cr_T)
         weights = {"loss_oh": self.oh, "loss_bn": self.bn, "loss_adv": self.adv, "loss_cr": self.cr}
