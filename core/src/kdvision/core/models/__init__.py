@@ -39,6 +39,24 @@ def list_models(include_aliases: bool = False, task: str | None = "classificatio
                         where=None if task is None else (lambda meta: meta.get("task", "classification") == task))
 
 
+def _takes_in_channels(name: str) -> bool:
+    import inspect
+
+    return "in_channels" in inspect.signature(MODELS.get(name)).parameters
+
+
+def channel_options(name: str, dataset: str) -> dict[str, Any]:
+    """``{"in_channels": C}`` when ``dataset`` has another channel count than the entry's default and the entry's
+    builder takes ``in_channels`` (the CIFAR families do: a 1-channel ResNet for MNIST); else ``{}``."""
+    from ..data import dataset_spec
+
+    channels = dataset_spec(dataset).in_channels
+    size = model_info(name).get("input_size")
+    if size is not None and size[0] != channels and _takes_in_channels(name):
+        return {"in_channels": channels}
+    return {}
+
+
 def check_model_fits(name: str, dataset: str) -> None:
     """A dataset/model mismatch (input channels, task) is a one-line ConfigError, not a shape error in a forward."""
     from ..data import dataset_spec
@@ -47,7 +65,8 @@ def check_model_fits(name: str, dataset: str) -> None:
     spec = dataset_spec(dataset)
     info = model_info(name)
     size = info.get("input_size")
-    if size is not None and size[0] != spec.in_channels and not info.get("any_channels", False):
+    if size is not None and size[0] != spec.in_channels and not info.get("any_channels", False) \
+            and not _takes_in_channels(name):
         raise ConfigError(f"model {name} takes {size[0]}-channel input but {dataset} has "
                           f"{spec.in_channels} channel(s)")
     task, data_task = info.get("task", "classification"), getattr(spec, "task", "classification")
