@@ -34,6 +34,7 @@ test-gpu: install
 
 bench: install
 	$(PY) benchmarks/bench_dfad.py --data_root $(DATA)
+	$(PY) benchmarks/bench_datafree.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

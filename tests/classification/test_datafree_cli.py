@@ -173,3 +173,24 @@ def test_torchrun_two_processes_on_cpu(cmi_teachers, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["iterations"] == 4
     assert summary["pool_size"] == 8  # rank 0's pool: 4 images per rank and round
+
+
+def test_cmi_init_folder_starts_the_pool(cmi_teachers, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "init"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (10 * i, 20, 30)).save(folder / f"{i}.png")
+    proc = run_script("classification/kd_datafree.py", "--method", "cmi", "--dataset", "cifar10", "--teacher",
+                      "resnet8", "--student", "resnet8", *TINY, "--epochs", "1", "--cmi_init", folder,
+                      "--save-samples", "pool", "--output", tmp_path / "run", cwd=cmi_teachers)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["pool_size"] == 3 + 8
+    first = Image.open(tmp_path / "run" / "pool" / "000001.png").getpixel((0, 0))
+    assert first == (10, 20, 30)  # the pre-inverted images come first, bytes unchanged
+    bad = one_line_error(run_script("classification/kd_datafree.py", "--method", "cmi", "--dataset", "cifar10",
+                                    "--teacher", "resnet8", *TINY, "--cmi_init", tmp_path / "missing",
+                                    "--output", tmp_path / "run2", cwd=cmi_teachers))
+    assert "--cmi_init folder not found" in bad

@@ -326,3 +326,17 @@ def test_lenet5_checkpoint_into_half_width_model_names_offending_keys():
     msg = str(info.value)
     assert "lenet5_half" in msg and "shape mismatch" in msg
     assert "conv1.weight (6, 1, 5, 5) vs (3, 1, 5, 5)" in msg
+
+
+def test_channel_options_give_cifar_families_one_channel_for_mnist():
+    from kdvision.core.errors import ConfigError
+    from kdvision.core.models import channel_options, check_model_fits
+
+    assert channel_options("resnet8", "mnist") == {"in_channels": 1}
+    assert channel_options("resnet20_a", "cifar10") == {}
+    assert channel_options("lenet5", "mnist") == {}
+    check_model_fits("resnet8", "mnist")  # its builder takes in_channels
+    model = create_model("resnet8", num_classes=10, **channel_options("resnet8", "mnist"))
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="takes 3-channel input but mnist has 1"):
+        check_model_fits("resnet18_imagenet", "mnist")
