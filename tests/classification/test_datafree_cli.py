@@ -194,3 +194,9 @@ def test_cmi_init_folder_starts_the_pool(cmi_teachers, tmp_path):
                                     "--teacher", "resnet8", *TINY, "--cmi_init", tmp_path / "missing",
                                     "--output", tmp_path / "run2", cwd=cmi_teachers))
     assert "--cmi_init folder not found" in bad
+
+
+def test_all_zero_synthesis_weights_is_a_one_line_error(cmi_teachers):
+    err = one_line_error(run_script("classification/kd_datafree.py", "--method", "zskt", "--dataset", "cifar10",
+                                    "--teacher", "resnet8", *TINY, "--adv", "0", cwd=cmi_teachers))
+    assert "every synthesis loss weight (--adv --bn --oh --balance --act) is 0" in err

@@ -18,6 +18,7 @@ from typing import Any
 
 from kdvision.core.engine.cli import base_parser, run_cli
 from kdvision.core.engine.config import resolve_config
+from kdvision.core.errors import ConfigError
 from kdvision.core.recipes.datafree import (METHODS, DataFreeConfig, add_datafree_arguments, run_datafree)
 
 from .common import CLASSIFICATION, load_preset
@@ -127,9 +128,7 @@ def main_rgal(argv: list[str] | None = None) -> None:
                          if flag in ("act", "sampling", "end_epoch") else " (not implemented)"))
         if "momentum" in given:
             print(f"note: --momentum {cfg.momentum:g} is honoured (RGAL's main.py ignored it and used 0.9)")
-        if cfg.adv == cfg.bn == cfg.oh == cfg.triplet == 0 and cfg.balance == 0:
-            from kdvision.core.errors import ConfigError
-
+        if cfg.adv == cfg.bn == cfg.oh == cfg.triplet == cfg.balance == 0:
             raise ConfigError("every synthesis weight (--adv --bn --oh --triplet --balance) is 0, as in main.py's "
                               "defaults: nothing would shape the synthetic images; pass the README's weights or "
                               "--config classification/src/kdvision/classification/configs/rgal_cifar10.yaml")

@@ -7,7 +7,6 @@ silently did so whatever ``--T`` said, and ``legacy_generative_kd_T1`` restores 
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +188,7 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}")
 
 
-def resolve_temperature(cfg: DataFreeConfig, preset_T: float, given: set[str]) -> None:
+def resolve_temperature(cfg: DataFreeConfig, given: set[str]) -> None:
     """Fill ``cfg.T`` / ``cfg.kd_loss`` for the generative baselines' legacy behaviour and say what happens."""
     if cfg.method in GENERATIVE and cfg.legacy_generative_kd_T1:
         if "T" in given:
@@ -198,7 +197,7 @@ def resolve_temperature(cfg: DataFreeConfig, preset_T: float, given: set[str]) -
         cfg.T = 1.0
         cfg.kd_loss = "l1" if cfg.method == "dfad" else "kl"
     elif cfg.T is None:
-        cfg.T = preset_T
+        cfg.T = 1.0
     elif cfg.method in GENERATIVE and "T" in given and cfg.kd_loss == "kl" and cfg.T != 1:
         print(f"note: --T {cfg.T:g} is honoured for {cfg.method}; the original engine distilled it at T=1 whatever "
               f"--T said (add --legacy_generative_kd_T1 to reproduce the published numbers)")
@@ -220,6 +219,14 @@ def _check(cfg: DataFreeConfig) -> None:
     if cfg.lr_decay_milestones and cfg.scheduler != "multistep":
         _warn("--lr_decay_milestones has no effect with the cosine schedule (as in the original); pass "
               "--scheduler multistep to use it")
+    weights = {"adv": cfg.adv, "bn": cfg.bn, "oh": cfg.oh, "balance": cfg.balance,
+               **({"act": cfg.act} if cfg.method in GENERATIVE else {}),
+               **({"cr": cfg.cr} if cfg.method == "cmi" else {}),
+               **({"tv": cfg.tv, "l2": cfg.l2} if cfg.method == "deepinv" else {}),
+               **({"triplet": cfg.triplet} if cfg.method == "rgal" else {})}
+    if not any(weights.values()):
+        raise ConfigError(f"every synthesis loss weight ({' '.join('--' + k for k in weights)}) is 0: nothing would "
+                          f"shape the synthetic images")
     if cfg.save_samples not in SAVE_SAMPLES:
         raise ConfigError(f"--save-samples must be one of {', '.join(SAVE_SAMPLES)}, got {cfg.save_samples!r}")
     if cfg.reset_bn:
@@ -299,9 +306,9 @@ def build_synthesizer(cfg: DataFreeConfig, teacher, student, *, num_classes: int
 
 
 def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool, dry_run: bool = False,
-                 given: set[str] = frozenset(), preset_T: float = 1.0) -> dict[str, Any]:
+                 given: set[str] = frozenset()) -> dict[str, Any]:
     _check(cfg)
-    resolve_temperature(cfg, preset_T, given)
+    resolve_temperature(cfg, given)
     spec = dataset_spec(cfg.dataset)
     num_classes = cfg.num_classes or spec.num_classes
     for name in (cfg.teacher, cfg.student):
@@ -364,8 +371,11 @@ def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool,
             }
             print(describe_plan(f"data-free KD plan ({cfg.method})", items))
             return {}
-        if cfg.cmi_init and synthesizer.uses_pool:
-            synthesizer.pool.add(load_image_folder(cfg.cmi_init, shape).to(ctx.device))
+        if cfg.cmi_init:
+            if synthesizer.uses_pool:
+                synthesizer.pool.add(load_image_folder(cfg.cmi_init, shape).to(ctx.device))
+            else:
+                _warn(f"--cmi_init is ignored by --method {cfg.method} (no image pool)")
         teacher_metric = evaluator(teacher)[task.metric] if evaluator else None
         if teacher_metric is not None:
             ctx.log.info(f"teacher {cfg.teacher} test {task.metric} {teacher_metric:.4f}")
@@ -412,9 +422,9 @@ class PoolPNGHook(Hook):
         self.written = 0
 
     def before_train(self, trainer) -> None:
-        if self.folder.exists() and any(self.folder.iterdir()):
-            warnings.warn(f"--save_dir {self.folder} is not empty; kdvision never reads it back (the pool is in "
-                          f"memory), new files are added next to the old ones", stacklevel=1)
+        if trainer.dist.is_main and self.folder.exists() and any(self.folder.iterdir()):
+            _warn(f"{self.folder} is not empty; kdvision never reads it back (the pool is in memory), the PNG files "
+                  f"of this run are written next to the old ones")
 
     def after_epoch(self, trainer) -> None:
         if trainer.dist.is_main:
