@@ -32,7 +32,7 @@ CASES = {
     "fast_meta": ("kd_datafree.py", ["--method", "fast_meta", "--epochs", "8", "--warmup", "1", *POOL,
                                      "--g_steps", "5"]),
     **{f"rgal_{sign}": ("rgal.py", ["--epochs", "5", *POOL, "--adv", "1", "--bn", "1", "--oh", "1", "--T", "20",
-                                    "--triplet", "0.1", "--striplet", "0.1", "--cd_loss", "0.1", "--pair_sample",
+                                    "--triplet", "0.1", "--striplet", "0.1", "--cd_loss", "0.1",
                                     "--triplet_target", "student", "--start_layer", "1", "--striplet_feature",
                                     "global", "--balanced_sampling", "--synthesis_triplet_sign", sign])
        for sign in ("code", "paper")},
