@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from kdv_testutils import run_script
+from kdv_testutils import require, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -60,35 +60,33 @@ def mnist_bn_teacher(mnist_root):
     return root, out / "mnist-resnet8.pt"
 
 
+def distil(name: str, script: str, *args, output) -> dict:
+    """Run a data-free script, print what its student reached and return its summary."""
+    proc = run_script(f"classification/{script}", "--dataset", "mnist", *SMALL, *args, "--output", output,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text())
+    print(f"\n{name}: teacher {summary['teacher_metric']:.4f} student {summary['student_best']:.4f} "
+          f"({summary['iterations']} KD steps, {summary['synthesis_rounds']} rounds, pool {summary['pool_size']}, "
+          f"synthesis {summary['synthesis_time_s']:.1f} s of {summary['wall_time_s']:.1f} s)")
+    return summary
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_student_beats_chance_without_data(case, mnist_bn_teacher, tmp_path):
     root, teacher = mnist_bn_teacher
     script, args = CASES[case]
-    proc = run_script(f"classification/{script}", "--dataset", "mnist", "--teacher", "resnet8", "--student",
-                      "resnet8", "--teacher_weights", teacher, "--data_root", root, *SMALL, *args,
-                      "--output", tmp_path / "run", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    print(f"\n{case}: teacher {summary['teacher_metric']:.4f} student {summary['student_best']:.4f} "
-          f"({summary['iterations']} KD steps, pool {summary['pool_size']}, synthesis {summary['synthesis_time_s']:.1f}"
-          f" s of {summary['wall_time_s']:.1f} s)")
+    summary = distil(case, script, "--teacher", "resnet8", "--student", "resnet8", "--teacher_weights", teacher,
+                     "--data_root", root, *args, output=tmp_path / "run")
     assert summary["teacher_metric"] > 0.9
     assert summary["student_best"] > 0.15, summary
 
 
 @pytest.mark.parametrize("method", ["dafl", "zskt", "dfq", "dfad"])
 def test_generative_baseline_beats_chance_from_the_lenet5_teacher(method, mnist_root, shared_data, tmp_path):
-    teacher = shared_data / "teachers" / "mnist_lenet5_classic.pth"
-    if not teacher.is_file():
-        pytest.skip(f"{teacher} not found (set KDV_DATA to the shared data folder)")
-    proc = run_script("classification/kd_datafree.py", "--method", method, "--dataset", "mnist", "--teacher",
-                      "lenet5", "--student", "lenet5_half", "--teacher_weights", teacher, "--data_root", mnist_root,
-                      *SMALL, "--lr_g", "0.001", "--lr", "0.01", "--epochs", "12", "--kd_steps", "5",
-                      "--ep_steps", "50", "--output", tmp_path / "run", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    print(f"\n{method}: teacher {summary['teacher_metric']:.4f} student {summary['student_best']:.4f} "
-          f"({summary['iterations']} KD steps, {summary['synthesis_rounds']} generator steps, "
-          f"{summary['wall_time_s']:.1f} s)")
+    teacher = require(shared_data / "teachers" / "mnist_lenet5_classic.pth")
+    summary = distil(method, "kd_datafree.py", "--method", method, "--teacher", "lenet5", "--student", "lenet5_half",
+                     "--teacher_weights", teacher, "--data_root", mnist_root, "--lr_g", "0.001", "--lr", "0.01",
+                     "--epochs", "12", "--kd_steps", "5", "--ep_steps", "50", output=tmp_path / "run")
     assert summary["teacher_metric"] > 0.98
     assert summary["student_best"] > 0.3, summary

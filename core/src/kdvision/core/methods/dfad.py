@@ -26,16 +26,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..engine.method import Method, freeze, no_weight_grads, preserved_bn_stats, unwrap
+from ..losses import l1_discrepancy as discrepancy  # mean |S(x) - T(x)| over every element, float32
 
 LOSSES = ("l1", "log_l1")
-
-
-def discrepancy(s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of raw logits over every element (float32 under autocast)."""
-    return F.l1_loss(s_logits.float(), t_logits.float())
 
 
 def generator_loss(d: torch.Tensor, kind: str) -> torch.Tensor:

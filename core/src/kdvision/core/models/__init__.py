@@ -21,10 +21,15 @@ def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn
     return MODELS.create(name, **kwargs)
 
 
-def build_model(name: str, num_classes: int | None = None, checkpoint: str | None = None, **kwargs: Any) -> nn.Module:
-    """``create_model`` and, when ``checkpoint`` is given, load it strictly (loader rules of ``checkpoint.py``)."""
+def build_model(name: str, num_classes: int | None = None, checkpoint: str | None = None,
+                dataset: str | None = None, **kwargs: Any) -> nn.Module:
+    """``create_model`` and, when ``checkpoint`` is given, load it strictly (loader rules of ``checkpoint.py``).
+
+    ``dataset``: build the model for that dataset's channel count (:func:`channel_options`)."""
     from ..checkpoint import load_weights
 
+    if dataset is not None:
+        kwargs = {**channel_options(name, dataset), **kwargs}
     model = create_model(name, num_classes=num_classes, **kwargs)
     if checkpoint is not None:
         load_weights(model, checkpoint)

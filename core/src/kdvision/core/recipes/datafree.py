@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError
 from ..generators import create_generator
 from ..methods.datafree import DataFreeKD
 from ..methods.rgal import RGALStudentTerms
-from ..models import build_model, channel_options, check_model_fits, create_model, model_info
+from ..models import build_model, check_model_fits, model_info
 from ..synthesis import (AdvTripletSynthesizer, CMISynthesizer, DeepInversionSynthesizer, FastMetaSynthesizer,
                          FastSynthesizer, GenerativeSynthesizer)
 from .task import TaskAdapter, test_split_evaluator
@@ -322,9 +322,8 @@ def run_datafree(cfg: DataFreeConfig, task: TaskAdapter, *, explicit_root: bool,
         for key in ("batch_size", "synthesis_batch_size"):
             if (getattr(cfg, key) or cfg.batch_size) % world:
                 raise ConfigError(f"--{key} {getattr(cfg, key)} is not divisible by the {world} processes")
-        teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=ckpt,
-                                          **channel_options(cfg.teacher, cfg.dataset)))
-        student = ctx.prepare(create_model(cfg.student, num_classes, **channel_options(cfg.student, cfg.dataset)))
+        teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=ckpt, dataset=cfg.dataset))
+        student = ctx.prepare(build_model(cfg.student, num_classes, dataset=cfg.dataset))
         generator = None
         if cfg.method != "deepinv":
             generator = ctx.prepare(create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf, img_size=spec.image_size,

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataError
 from ..generators import create_generator
 from ..methods.dfad import DFAD, LOSSES
 from ..methods.kd_data import DataKD
-from ..models import build_model, channel_options, check_model_fits
+from ..models import build_model, check_model_fits
 from .task import TaskAdapter, data_root_of, test_split_evaluator
 
 BASELINES = ("dfad", "random_generator", "kd_ori", "kd_rel", "kd_unr")
@@ -173,10 +173,9 @@ def run_dfad(cfg: DFADConfig, task: TaskAdapter, *, explicit_root: bool, dry_run
         world = ctx.dist.world_size
         if cfg.batch_size % world:
             raise ConfigError(f"--batch_size {cfg.batch_size} is not divisible by the {world} processes")
-        teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=cfg.ckpt, **task.teacher_options,
-                                          **channel_options(cfg.teacher, cfg.dataset)))
-        student = ctx.prepare(build_model(cfg.student, num_classes, checkpoint=cfg.stu_ckpt,
-                                          **channel_options(cfg.student, cfg.dataset)))
+        teacher = ctx.prepare(build_model(cfg.teacher, num_classes, checkpoint=cfg.ckpt, dataset=cfg.dataset,
+                                          **task.teacher_options))
+        student = ctx.prepare(build_model(cfg.student, num_classes, checkpoint=cfg.stu_ckpt, dataset=cfg.dataset))
         data_free = cfg.baseline in ("dfad", "random_generator")
         generator = None
         if data_free:

@@ -25,7 +25,7 @@ from ..engine.runner import RunContext, describe_plan, param_count
 from ..engine.trainer import Hook, Trainer
 from ..errors import ConfigError, DataError
 from ..methods.dfad import lr_factor
-from ..models import channel_options, check_model_fits, create_model
+from ..models import build_model, check_model_fits
 from .task import TaskAdapter, data_root_of, test_split_evaluator
 
 
@@ -150,8 +150,7 @@ def run_supervised(cfg: SupervisedConfig, task: TaskAdapter, *, model_name: str,
     try:
         train_set = get_dataset(cfg.dataset, root, split="train", train_transform=cfg.augment,
                                 normalize=cfg.normalize, **task.dataset_options(cfg))
-        model = ctx.prepare(create_model(model_name, num_classes, **channel_options(model_name, cfg.dataset),
-                                          **(model_options or {})))
+        model = ctx.prepare(build_model(model_name, num_classes, dataset=cfg.dataset, **(model_options or {})))
         evaluator = test_split_evaluator(ctx, task, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
                                          batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=True,
                                          warn_if_missing="no evaluation; the last weights are exported")

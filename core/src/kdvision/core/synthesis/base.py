@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..engine.method import freeze, unwrap
 from ..hooks import BNStatsHook
-from .augment import Normalizer, SynthesisViews
+from .augment import Normalizer
 from .pool import ImagePool
 
 
@@ -134,8 +134,6 @@ class PoolSynthesizer(Synthesizer):
         super().__init__(*args, **kwargs)
         self.pool = ImagePool(self.image_shape, self.device, dtype=pool_dtype)
         self.pair_sample = pair_sample
-        size = self.image_shape[1:]
-        self.global_view = SynthesisViews(size, self.normalizer, "global")
 
     def sample(self, n: int) -> torch.Tensor:
         return self.layout(self.pool.sample(n, self.normalizer, views=2 if self.pair_sample else 1))

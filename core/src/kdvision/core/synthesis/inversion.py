@@ -111,6 +111,7 @@ class GeneratorInversion(PoolSynthesizer):
         self.lr_g, self.lr_z = lr_g, lr_z
         self.adv, self.oh = adv, oh
         self.z: torch.Tensor | None = None  # the last round's latent codes
+        self.global_view = SynthesisViews(self.image_shape[1:], self.normalizer, "global")
 
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator}
