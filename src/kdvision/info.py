@@ -4,22 +4,9 @@ Paste its output into bug reports.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import platform
 
-DISTRIBUTIONS = ("kdvision", "kdvision-core", "kdvision-classification", "kdvision-segmentation",
-                 "kdvision-detection", "kdvision-pretraining", "kdvision-tools", "torch", "torchvision",
-                 "numpy", "scikit-learn", "visdom")
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in DISTRIBUTIONS:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
+from kdvision.core.versions import DISTRIBUTIONS, versions  # noqa: F401  (one home, in core)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from ..versions import package_versions  # noqa: F401  (re-exported)
+
 LOGGER_NAME = "kdvision"
 SUMMARY_KEYS = ("method", "task", "metric", "teacher_metric", "student_best", "student_last", "iterations",
                 "batch_size", "train_iters_per_s", "wall_time_s", "device", "world_size", "seed")
@@ -95,7 +97,3 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
         return None
 
 
-def package_versions() -> dict[str, str | None]:
-    from kdvision.info import versions  # the meta-package module
-
-    return {k: v for k, v in versions().items() if v is not None}
