@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import resolve_config
-from kdvision.core.recipes.dfad import DFADConfig, add_dfad_arguments, lr_decay_epochs, run_dfad
+from kdvision.core.errors import ConfigError
+from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.dfad import DFAD_FLAGS, DFADConfig, DFADRecipe, lr_decay_epochs, run_dfad
 
 from .common import CLASSIFICATION, load_preset
 
@@ -24,25 +24,21 @@ DATASET_CHOICES = {"mnist": ["mnist", "digits"], "cifar": ["cifar10", "cifar100"
                    "digits": ["digits", "mnist"]}
 
 
-def build_parser(preset: str):
-    p = base_parser(f"DFAD data-free adversarial distillation ({preset}); flags of the original DFAD_{preset}.py")
-    add_dfad_arguments(p, DATASET_CHOICES[preset])
-    return p
-
-
-def run(cfg: DFADConfig, *, explicit_root: bool, dry_run: bool = False, given: set[str] = frozenset()) -> dict:
-    return run_dfad(cfg, CLASSIFICATION, explicit_root=explicit_root, dry_run=dry_run, given=given)
+def run(cfg: DFADConfig, *, explicit_root: bool = True, dry_run: bool = False, given: set[str] = frozenset(),
+        script: str = "dfad", overwrite: bool = False) -> dict:
+    return run_dfad(cfg, CLASSIFICATION, script=script, explicit_root=explicit_root, dry_run=dry_run, given=given,
+                    overwrite=overwrite)
 
 
 def main(preset: str, argv: list[str] | None = None) -> None:
-    def _main(args_list: list[str]) -> int:
-        args = build_parser(preset).parse_args(args_list)
-        cfg = resolve_config(DFADConfig, PRESETS[preset], args)
-        given = set(vars(args))
+    def adjust(cfg: DFADConfig, given: set[str], args) -> None:
+        if cfg.dataset not in DATASET_CHOICES[preset]:
+            raise ConfigError(f"invalid dataset: {cfg.dataset!r} (valid for dfad_{preset}.py: "
+                              f"{', '.join(DATASET_CHOICES[preset])})")
         if preset == "cifar" and "ckpt" not in given and not cfg.ckpt:
             cfg.ckpt = f"checkpoint/teacher/{cfg.dataset}-resnet34_8x.pt"
-        explicit_root = "data_root" in given or cfg.data_root != PRESETS[preset].get("data_root")
-        run(cfg, explicit_root=explicit_root, dry_run=getattr(args, "dry_run", False), given=given)
-        return 0
 
-    run_cli(_main, argv)
+    recipe_main(DFADRecipe, CLASSIFICATION, script=f"dfad_{preset}", preset=PRESETS[preset], aliases=DFAD_FLAGS,
+                description=f"DFAD data-free adversarial distillation ({preset}); flags of the original "
+                            f"DFAD_{preset}.py", compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=adjust,
+                argv=argv)

@@ -14,21 +14,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdvision.core.data import dataset_spec
-from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import resolve_config
+from kdvision.core.engine.config import param
+from kdvision.core.engine.rundir import warn
 from kdvision.core.errors import ConfigError
 from kdvision.core.models import MODELS, model_info
-from kdvision.core.recipes.supervised import SupervisedConfig, run_supervised
+from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.supervised import SupervisedConfig, SupervisedRecipe
 
 from .common import CLASSIFICATION, load_preset
 
 RECIPES: dict[str, dict[str, Any]] = {name: load_preset(f"teacher_{name}") for name in ("dfad", "mosaickd")}
 
+#: The originals' spellings (DFAD's train_teacher.py, MosaicKD's train_scratch.py).
+TEACHER_FLAGS = {"batch_size": ["-b"], "epochs": ["--epoch"], "weight_decay": ["--wd"], "workers": ["-j"],
+                 "log_interval": ["--print-freq", "--print_freq"], "test_only": ["--evaluate"]}
+
 
 @dataclass
 class TeacherConfig(SupervisedConfig):
-    recipe: str = "dfad"
-    pretrained: bool = False
+    recipe: str = param("dfad", "training recipe: dfad (train_teacher.py) or mosaickd (train_scratch.py)",
+                        choices=tuple(RECIPES))
+    pretrained: bool = param(False, "ImageNet-pretrained torchvision weights (never downloaded: refused)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pretrained:
+            raise ConfigError("--pretrained needs ImageNet weights, which kdvision never downloads; train from "
+                              "scratch or load weights with --resume")
 
 
 def resolve_model_name(name: str, dataset: str) -> str:
@@ -41,56 +53,30 @@ def resolve_model_name(name: str, dataset: str) -> str:
     return name
 
 
-def build_parser(recipe: str):
-    p = base_parser(f"Supervised teacher training (recipe {recipe}); flags of DFAD's train_teacher.py and "
-                    "MosaicKD's train_scratch.py")
-    g = p.add_argument_group("teacher (original flags)")
-    g.add_argument("--recipe", choices=sorted(RECIPES))
-    g.add_argument("--dataset")
-    g.add_argument("--model", "--arch", dest="model")
-    g.add_argument("--num_classes", "--num-classes", dest="num_classes", type=int)
-    g.add_argument("--batch_size", "--batch-size", "-b", dest="batch_size", type=int)
-    g.add_argument("--test_batch_size", "--test-batch-size", dest="test_batch_size", type=int)
-    g.add_argument("--epoch", dest="epochs", type=int, help="alias of --epochs (MosaicKD)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float)
-    g.add_argument("--scheduler", action="store_true", help="StepLR(--step_size) (dfad recipe)")
-    g.add_argument("--step_size", type=int)
-    g.add_argument("--pretrained", action="store_true", help="ImageNet-pretrained torchvision weights")
-    g.add_argument("--workers", "-j", dest="workers", type=int)
-    g.add_argument("--gpu", type=int, help="GPU index (MosaicKD)")
-    g.add_argument("--print-freq", "--print_freq", dest="log_interval", type=int, help="alias of --log-interval")
-    g.add_argument("--test-only", "--test_only", "--evaluate", dest="test_only", action="store_true")
-    g.add_argument("--verbose", action="store_true")
-    g.add_argument("--no-cuda", "--no_cuda", dest="device", action="store_const", const="cpu")
-    g.add_argument("--normalize", help="normalisation constants key (default: the dataset's)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="no training augmentation")
-    return p
+class TeacherRecipe(SupervisedRecipe):
+    config_class = TeacherConfig
 
-
-def run(cfg: TeacherConfig, *, given: set[str], dry_run: bool = False) -> dict:
-    if cfg.recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {cfg.recipe!r}; valid: {', '.join(RECIPES)}")
-    if "step_size" in given and not cfg.scheduler and cfg.recipe == "dfad":
-        print("warning: --step_size has no effect without --scheduler (as in the original train_teacher.py); "
-              "the learning rate stays constant")
-    if cfg.pretrained:
-        raise ConfigError("--pretrained needs ImageNet weights, which kdvision never downloads; train from "
-                          "scratch or load weights with --resume")
-    return run_supervised(cfg, CLASSIFICATION, model_name=resolve_model_name(cfg.model, cfg.dataset), given=given,
-                          dry_run=dry_run, plan={"recipe": cfg.recipe})
+    def check(self) -> None:
+        cfg = self.cfg
+        if "step_size" in self.given and not cfg.scheduler and cfg.recipe == "dfad":
+            warn("--step_size has no effect without --scheduler (as in the original train_teacher.py); the "
+                 "learning rate stays constant")
+        self.model_name = resolve_model_name(cfg.model, cfg.dataset)
+        self.extra_plan = {"recipe": cfg.recipe}
+        super().check()
 
 
 def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:
-    def _main(args_list: list[str]) -> int:
-        args = build_parser(recipe).parse_args(args_list)
-        preset = RECIPES[getattr(args, "recipe", recipe)]
-        ns = vars(args)
-        if "gpu" in ns:
-            args.device = f"cuda:{ns.pop('gpu')}"
-        cfg = resolve_config(TeacherConfig, preset, args)
-        run(cfg, given=set(vars(args)), dry_run=getattr(args, "dry_run", False))
-        return 0
+    def preset(args) -> dict[str, Any]:
+        from kdvision.core.engine.config import user_values
 
-    run_cli(_main, argv)
+        chosen = user_values(args, ["recipe"]).get("recipe", recipe)
+        if chosen not in RECIPES:
+            raise ConfigError(f"invalid recipe: {chosen!r} (valid: {', '.join(RECIPES)})")
+        return RECIPES[chosen]
+
+    script = {"dfad": "train_teacher", "mosaickd": "train_scratch"}[recipe]
+    recipe_main(TeacherRecipe, CLASSIFICATION, script=script, preset=preset, help_preset=RECIPES[recipe],
+                aliases=TEACHER_FLAGS, compat=dict(gpu=True, no_cuda=True, fp16=False), argv=argv,
+                description=f"Supervised teacher training (recipe {recipe}); flags of DFAD's train_teacher.py and "
+                            "MosaicKD's train_scratch.py")

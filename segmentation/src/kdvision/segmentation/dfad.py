@@ -15,23 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import load_yaml, resolve_config
-from kdvision.core.recipes.dfad import DFADConfig, add_dfad_arguments, run_dfad
+from kdvision.core.engine.config import load_yaml
+from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.dfad import DFAD_FLAGS, DFADConfig, DFADRecipe, run_dfad
 
 from .task import segmentation_task
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 PRESETS: dict[str, dict[str, Any]] = {name: load_yaml(CONFIG_DIR / f"dfad_{name}.yaml") for name in ("camvid", "nyuv2")}
-
-
-def build_parser(preset: str):
-    script = {"camvid": "DFAD_camvid_deeplab.py", "nyuv2": "DFAD_nyu_deeplab.py"}[preset]
-    p = base_parser(f"DFAD for semantic segmentation ({preset}); flags of the original {script}")
-    add_dfad_arguments(p, [preset])
-    k = p.add_argument_group("segmentation")
-    k.add_argument("--resize", type=int, help="short side of the test images (and of real images before cropping)")
-    return p
+SCRIPTS = {"camvid": "dfad_camvid", "nyuv2": "dfad_nyu"}
 
 
 def default_checkpoint(path: str) -> str:
@@ -41,21 +33,28 @@ def default_checkpoint(path: str) -> str:
     return str(alt) if not p.exists() and alt.exists() else path
 
 
-def run(cfg: DFADConfig, *, explicit_root: bool, dry_run: bool = False, given: set[str] = frozenset()) -> dict:
+def task_for(cfg: DFADConfig):
     # The KD scripts rebuild the teacher with ASPP dropout 0 (it is in eval mode anyway); the student keeps 0.5.
-    task = segmentation_task(cfg.dataset, cfg.normalize, dropout=0.0)
-    return run_dfad(cfg, task, explicit_root=explicit_root, dry_run=dry_run, given=given)
+    return segmentation_task(cfg.dataset, cfg.normalize, dropout=0.0)
+
+
+def run(cfg: DFADConfig, *, explicit_root: bool = True, dry_run: bool = False, given: set[str] = frozenset(),
+        script: str = "dfad_seg", overwrite: bool = False) -> dict:
+    return run_dfad(cfg, task_for(cfg), script=script, explicit_root=explicit_root, dry_run=dry_run, given=given,
+                    overwrite=overwrite)
 
 
 def main(preset: str, argv: list[str] | None = None) -> None:
-    def _main(args_list: list[str]) -> int:
-        args = build_parser(preset).parse_args(args_list)
-        cfg = resolve_config(DFADConfig, PRESETS[preset], args)
-        given = set(vars(args))
+    def adjust(cfg: DFADConfig, given: set[str], args) -> None:
+        if cfg.dataset != preset:
+            from kdvision.core.errors import ConfigError
+
+            raise ConfigError(f"invalid dataset: {cfg.dataset!r} ({SCRIPTS[preset]}.py trains on {preset})")
         if "ckpt" not in given and cfg.ckpt == PRESETS[preset].get("ckpt"):
             cfg.ckpt = default_checkpoint(cfg.ckpt)
-        explicit_root = "data_root" in given or cfg.data_root != PRESETS[preset].get("data_root")
-        run(cfg, explicit_root=explicit_root, dry_run=getattr(args, "dry_run", False), given=given)
-        return 0
 
-    run_cli(_main, argv)
+    original = {"camvid": "DFAD_camvid_deeplab.py", "nyuv2": "DFAD_nyu_deeplab.py"}[preset]
+    recipe_main(DFADRecipe, task_for, script=SCRIPTS[preset], preset=PRESETS[preset],
+                aliases={**DFAD_FLAGS, "test_only": ["--test-only", "--test_only"]},
+                description=f"DFAD for semantic segmentation ({preset}); flags of the original {original}",
+                compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=adjust, argv=argv)

@@ -15,52 +15,34 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import load_yaml, resolve_config
+from kdvision.core.engine.config import load_yaml, param
 from kdvision.core.engine.rundir import get_logger
+from kdvision.core.errors import ConfigError
 from kdvision.core.models import MODELS
-from kdvision.core.recipes.supervised import SupervisedConfig, run_supervised
+from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.supervised import SupervisedConfig, SupervisedRecipe
 
 from .dfad import CONFIG_DIR
 from .models import find_local_imagenet_resnet50
 from .task import segmentation_task
 
 PRESET: dict[str, Any] = load_yaml(CONFIG_DIR / "teacher_seg.yaml")
+SEG_TEACHER_FLAGS = {"lr_decay_gamma": ["--gamma"], "test_only": ["--test_only", "--test-only"],
+                     "crop_size": ["--crop-size"], "pretrained_backbone": ["--pretrained-backbone"]}
 
 
 @dataclass
 class SegTeacherConfig(SupervisedConfig):
-    resize: int = 256
-    crop_size: int = 128
-    dropout: float = 0.5  # ASPP dropout while training the teacher
-    pretrained_backbone: str = "auto"  # auto | none | PATH of a torchvision ImageNet ResNet-50 state_dict
+    resize: int = param(256, "short side before cropping and for testing", min=1)
+    crop_size: int = param(128, "training crop", min=1)
+    dropout: float = param(0.5, "ASPP dropout while training the teacher", min=0, max=1)
+    pretrained_backbone: str = param("auto", "ImageNet ResNet-50 weights for the backbone (never downloaded): "
+                                     "auto | none | PATH")
 
-
-def build_parser():
-    p = base_parser("Train a segmentation teacher (DeepLabV3); flags of DFAD's train_teacher_seg.py")
-    g = p.add_argument_group("teacher (original flags)")
-    g.add_argument("--model")
-    g.add_argument("--dataset", choices=["camvid", "nyuv2"])
-    g.add_argument("--num_classes", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--scheduler", action="store_true", help="StepLR(--step_size, --gamma) at epoch start")
-    g.add_argument("--step_size", type=int)
-    g.add_argument("--gamma", dest="lr_decay_gamma", type=float)
-    g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int)
-    g.add_argument("--test_batch_size", "--test-batch-size", dest="test_batch_size", type=int)
-    g.add_argument("--weight_decay", "--weight-decay", dest="weight_decay", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--no_cuda", "--no-cuda", dest="device", action="store_const", const="cpu")
-    g.add_argument("--test_only", "--test-only", dest="test_only", action="store_true")
-    g.add_argument("--download", action="store_true", help="accepted for compatibility; nothing is downloaded")
-    k = p.add_argument_group("kdvision extensions")
-    k.add_argument("--resize", type=int, help="short side before cropping and for testing")
-    k.add_argument("--crop_size", "--crop-size", dest="crop_size", type=int, help="training crop")
-    k.add_argument("--dropout", type=float, help="ASPP dropout")
-    k.add_argument("--pretrained_backbone", "--pretrained-backbone", dest="pretrained_backbone",
-                   metavar="auto|none|PATH", help="ImageNet ResNet-50 weights for the backbone (never downloaded)")
-    k.add_argument("--workers", type=int)
-    return p
+    def validate(self) -> None:
+        super().validate()
+        if self.dataset not in ("camvid", "nyuv2"):
+            raise ConfigError(f"invalid dataset: {self.dataset!r} (valid: camvid, nyuv2)")
 
 
 def backbone_weights(cfg: SegTeacherConfig) -> str | None:
@@ -81,22 +63,20 @@ def backbone_weights(cfg: SegTeacherConfig) -> str | None:
     return str(found)
 
 
-def run(cfg: SegTeacherConfig, *, given: set[str], dry_run: bool = False) -> dict:
-    weights = backbone_weights(cfg)
-    options: dict[str, Any] = {"dropout": cfg.dropout}
-    if weights is not None:
-        options["pretrained_backbone"] = weights
-    return run_supervised(cfg, segmentation_task(cfg.dataset, cfg.normalize), model_name=cfg.model, given=given,
-                          dry_run=dry_run, model_options=options,
-                          plan={"backbone": weights or "random initialisation",
-                                "data": f"resize {cfg.resize}, crops {cfg.crop_size}, focal loss gamma 2"})
+class SegTeacherRecipe(SupervisedRecipe):
+    config_class = SegTeacherConfig
+
+    def check(self) -> None:
+        cfg = self.cfg
+        weights = backbone_weights(cfg)
+        self.model_options = {"dropout": cfg.dropout, **({"pretrained_backbone": weights} if weights else {})}
+        self.extra_plan = {"backbone": weights or "random initialisation",
+                           "data": f"resize {cfg.resize}, crops {cfg.crop_size}, focal loss gamma 2"}
+        super().check()
 
 
 def main(argv: list[str] | None = None) -> None:
-    def _main(args_list: list[str]) -> int:
-        args = build_parser().parse_args(args_list)
-        cfg = resolve_config(SegTeacherConfig, PRESET, args)
-        run(cfg, given=set(vars(args)), dry_run=getattr(args, "dry_run", False))
-        return 0
-
-    run_cli(_main, argv)
+    recipe_main(SegTeacherRecipe, lambda cfg: segmentation_task(cfg.dataset, cfg.normalize),
+                script="train_teacher_seg", preset=PRESET, aliases=SEG_TEACHER_FLAGS,
+                compat=dict(gpu=False, no_cuda=True, fp16=False), argv=argv,
+                description="Train a segmentation teacher (DeepLabV3); flags of DFAD's train_teacher_seg.py")

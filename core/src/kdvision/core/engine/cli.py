@@ -1,15 +1,23 @@
 """Command-line conventions shared by every entry script (DESIGN.md).
 
-Flags default to ``argparse.SUPPRESS`` so that only what the user typed overrides the preset and the YAML file.
+The parser of a script is generated from its config dataclass (:func:`config_parser`): every field is a flag with
+its help and default, plus the script's alias table (the original projects' spellings). Flags default to
+``argparse.SUPPRESS`` so that only what the user typed overrides the preset and the YAML file. A handful of flags
+are not config fields: ``--config``, ``--set``, ``--dry-run``, ``--overwrite``, ``--debug``, and the originals'
+device and precision switches (``--gpu N``, ``--no-cuda``, ``--fp16``), which map onto ``device`` and ``amp``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, Iterable, NoReturn
 
 from ..errors import KDVisionError
+from .config import RunConfig, add_config_arguments
 from .visdom_logger import DEFAULT_URL
+
+#: RunConfig fields whose flags take an optional value (declared by hand in :func:`base_parser`).
+_HAND_MADE = ("resume", "visdom", "progress")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -18,7 +26,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("argument_default", argparse.SUPPRESS)
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -27,32 +35,67 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def base_parser(description: str) -> ArgumentParser:
+    """The flags that are not config fields, plus RunConfig's optional-value flags."""
     p = ArgumentParser(description=description)
     g = p.add_argument_group("run (common to every kdvision script)")
-    g.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys")
+    g.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (a run's config.yaml works)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
-    g.add_argument("--output", metavar="DIR", help="run directory")
-    g.add_argument("--data_root", "--data-root", dest="data_root", metavar="DIR", help="dataset root")
-    g.add_argument("--device", help="cpu | cuda | cuda:N | auto")
-    g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
-                   help="continue from CKPT, or from <output>/checkpoints/last.pt when no path is given")
-    g.add_argument("--amp", action="store_true", help="mixed precision (bf16 autocast)")
-    g.add_argument("--visdom", nargs="?", const=DEFAULT_URL, metavar="URL", help="log to a Visdom server")
-    g.add_argument("--epochs", type=int, help="epochs")
-    g.add_argument("--iters-per-epoch", "--iters_per_epoch", dest="iters_per_epoch", type=int,
-                   help="iterations per epoch (the unit the original scripts call an epoch)")
-    g.add_argument("--log-interval", "--log_interval", dest="log_interval", type=int, help="steps between logs")
-    g.add_argument("--eval-every", "--eval_every", dest="eval_every", type=int, help="epochs between evaluations")
-    g.add_argument("--deterministic", action="store_true", help="deterministic cuDNN (slower)")
-    g.add_argument("--channels-last", "--channels_last", dest="channels_last", action="store_true",
-                   help="channels_last memory format")
-    g.add_argument("--compile", action="store_true", help="torch.compile the trained players")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+                   help="continue from CKPT, or from <output>/checkpoints/last.pt when no path is given (with no "
+                        "--output: the latest run of this script)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --output directory (default: refuse)")
+    g.add_argument("--visdom", nargs="?", const=DEFAULT_URL, metavar="URL",
+                   help=f"log to a Visdom server (default URL {DEFAULT_URL})")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    g.add_argument("--progress", dest="progress", action="store_const", const=True, help="force progress bars")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="resolve the config, build models, load checkpoints, look for data, print the plan, exit")
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
+
+
+def config_parser(description: str, cls: type, *, preset: dict[str, Any] | None = None,
+                  aliases: dict[str, Iterable[str]] | None = None, skip: Iterable[str] = (),
+                  groups: dict[str, str] | None = None, title: str = "options") -> ArgumentParser:
+    """A script's parser: :func:`base_parser`, the RunConfig fields, then every other field of ``cls``."""
+    p = base_parser(description)
+    run_fields = {f for f in RunConfig.__dataclass_fields__}
+    add_config_arguments(p, RunConfig, preset=preset, aliases=aliases, skip=set(_HAND_MADE) | set(skip),
+                         title="run settings")
+    add_config_arguments(p, cls, preset=preset, aliases=aliases, skip=run_fields | set(skip), groups=groups,
+                         title=title)
+    return p
+
+
+def add_compat_device_flags(p: argparse.ArgumentParser, *, gpu: bool = True, no_cuda: bool = True,
+                            fp16: bool = True) -> None:
+    """The originals' ``--gpu N`` (= ``--device cuda:N``), ``--no-cuda`` (= ``--device cpu``), ``--fp16``."""
+    g = p.add_argument_group("original device flags")
+    if gpu:
+        g.add_argument("--gpu", type=int, metavar="N", help="GPU index (= --device cuda:N; the CPU with a warning "
+                       "when CUDA is absent)")
+    if no_cuda:
+        g.add_argument("--no-cuda", "--no_cuda", dest="device", action="store_const", const="cpu",
+                       help="= --device cpu")
+    if fp16:
+        g.add_argument("--fp16", dest="amp", action="store_const", const=True,
+                       help="= --amp (bf16 autocast; fp16 loss scaling is not needed with bf16)")
+
+
+def apply_compat_device(args: argparse.Namespace, warn: Callable[[str], None]) -> None:
+    """Turn ``--gpu N`` into ``device`` (unless ``--device`` was given)."""
+    ns = vars(args)
+    gpu = ns.pop("gpu", None)
+    if gpu is None or "device" in ns:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        args.device = f"cuda:{gpu}"
+    else:
+        warn(f"--gpu {gpu} given but CUDA is not available; running on the CPU")
+        args.device = "cpu"
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:

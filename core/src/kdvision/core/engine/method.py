@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from .optim import LRSchedule, OptimizerSpec, ScheduleService, build_optimizer, optimizer_step
+
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DDP (or ``torch.compile``) wrapper."""
@@ -57,6 +59,10 @@ class Method:
 
     Subclasses set ``name`` and ``task`` and implement :meth:`train_step`. Everything returned by
     :meth:`modules`, :meth:`optimizers` and :meth:`extra_state` is checkpointed.
+
+    Services (DESIGN.md, core idea 1): :meth:`add_optimizer` builds an optimizer with the engine's factory and
+    registers its LR schedule with :attr:`schedules` (the trainer drives it, the logger records the rates);
+    :meth:`update` does zero_grad → backward (GradScaler for fp16) → optional gradient clipping → step.
     """
 
     name = "method"
@@ -66,6 +72,10 @@ class Method:
         self.device = device
         self.amp = amp
         self.amp_dtype = amp_dtype
+        self.schedules = ScheduleService()
+        self._optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._clip: dict[str, float | None] = {}
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
 
     # -- to implement ----------------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -76,14 +86,15 @@ class Method:
         raise NotImplementedError
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {}
+        """Every optimizer to checkpoint: those of :meth:`add_optimizer` (subclasses may add more)."""
+        return dict(self._optimizers)
 
     def eval_model(self) -> nn.Module:
         """The model whose metric is tracked (the student)."""
         return unwrap(self.modules()["student"])
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called before epoch ``epoch`` (0-based), e.g. to set the learning rate of that epoch."""
+        """Called before epoch ``epoch`` (0-based), after the LR schedules were applied."""
 
     def sample_images(self) -> torch.Tensor | None:
         """A fixed batch of synthetic inputs (normalised space) for image grids, or None."""
@@ -99,22 +110,60 @@ class Method:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    # -- provided ------------------------------------------------------------------------------------------------
+    # -- services ------------------------------------------------------------------------------------------------
+    def add_optimizer(self, name: str, params, spec: OptimizerSpec, schedule: LRSchedule | None = None,
+                      clip_grad_norm: float | None = None) -> torch.optim.Optimizer:
+        """Build the optimizer of player ``name`` (checkpointed under that name) and register its schedule."""
+        opt = build_optimizer(params, spec)
+        self._optimizers[name] = opt
+        self._clip[name] = clip_grad_norm
+        if schedule is not None:
+            self.schedules.add(name, opt, schedule)
+        return opt
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """One update of optimizer ``name`` from ``loss`` (see :func:`~kdvision.core.engine.optim.optimizer_step`)."""
+        optimizer_step(self._optimizers[name], loss, clip_grad_norm=self._clip.get(name), scaler=self.scaler)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "modules": {k: unwrap(m).state_dict() for k, m in self.modules().items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
             "extra": self.extra_state(),
         }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, m in self.modules().items():
             unwrap(m).load_state_dict(state["modules"][k])
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state.get("extra", {}))
+
+
+class LossDictMethod(Method):
+    """A method whose step is "compute named losses, then update one player" (mdistiller's ``Distiller`` idea).
+
+    The subclass implements :meth:`losses`, returning the named scalar losses of one batch and any detached
+    metrics; the base sums the losses, updates :attr:`player` with :meth:`update` (AMP scaling, gradient clipping)
+    and returns losses and metrics detached, for the logger.
+    """
+
+    player = "student"
+
+    def losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        losses, metrics = self.losses()
+        self.update(self.player, sum(losses.values()))
+        return {**{k: v.detach() for k, v in losses.items()}, **metrics}

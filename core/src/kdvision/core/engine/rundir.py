@@ -36,6 +36,113 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+#: Files and folders of the run-directory contract: a directory holding any of them holds a run.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "log.txt", "checkpoints", "samples")
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", 0))
+
+
+class _EarlyRecords(logging.Handler):
+    """Keeps the records logged before the run directory exists, so that log.txt gets them too."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def init_logging(verbose: bool = True) -> logging.Logger:
+    """Console logging for this process (rank 0 only; other ranks show errors only), buffering for log.txt."""
+    logger = get_logger()
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if _rank() == 0 else logging.ERROR)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.addHandler(console)
+    logger.addHandler(_EarlyRecords())
+    return logger
+
+
+def warn(message: str) -> None:
+    """A warning for the user: printed once (rank 0), and written to the run's log.txt."""
+    logger = get_logger()
+    if not logger.handlers:
+        init_logging()
+    logger.warning(f"warning: {message}")
+
+
+def note(message: str) -> None:
+    """An informational line (rank 0), also written to log.txt."""
+    logger = get_logger()
+    if not logger.handlers:
+        init_logging()
+    logger.info(f"note: {message}")
+
+
+def holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
+
+
+def latest_run(parent: Path) -> Path | None:
+    """The most recently started run directory under ``parent`` (one with a checkpoint), or None."""
+    runs = [p for p in parent.glob("*/checkpoints/last.pt")] if parent.is_dir() else []
+    return max(runs, key=lambda p: p.stat().st_mtime).parents[1] if runs else None
+
+
+def choose_output(output: str | None, script: str, *, resume: str | None, overwrite: bool) -> Path:
+    """Where this run writes (DESIGN.md: a run directory is never overwritten or mixed with another run).
+
+    - no ``--output``: a fresh ``runs/<script>/<YYYYmmdd-HHMMSS>`` (``--resume``: the latest run of the script);
+    - an ``--output`` that already holds a run: continued with ``--resume``, replaced with ``--overwrite``,
+      otherwise refused with an error naming both.
+    """
+    from ..errors import KDVisionError
+
+    if output is None:
+        parent = Path("runs") / script
+        if resume == "auto":
+            latest = latest_run(parent)
+            if latest is None:
+                raise KDVisionError(f"--resume: no run of {script} to resume under {parent}/ (pass --output DIR)")
+            return latest
+        import time
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, k = parent / stamp, 1
+        while path.exists():
+            k += 1
+            path = parent / f"{stamp}-{k}"
+        return path
+    path = Path(output)
+    if holds_run(path) and not resume:
+        if not overwrite:
+            raise KDVisionError(f"{path} already holds a run: pass --resume to continue it, --overwrite to replace "
+                                f"it, or another --output")
+    return path
+
+
+def clear_run(path: Path) -> bool:
+    """Remove the run-contract files of ``path`` (``--overwrite``); other files are left. Whether any existed."""
+    import shutil
+
+    found = False
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+            found = True
+        elif target.exists():
+            target.unlink()
+            found = True
+    return found
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike, is_main: bool = True) -> None:
         self.path = Path(path)
@@ -55,18 +162,19 @@ class RunDir:
         return self.checkpoints / "best.pt"
 
     def setup_logging(self, verbose: bool = True, to_file: bool = True) -> logging.Logger:
+        """Add ``log.txt`` (rank 0) to the console logging, with the lines logged before the directory existed."""
         logger = get_logger()
-        logger.handlers.clear()
-        logger.propagate = False
-        logger.setLevel(logging.INFO if self.is_main else logging.WARNING)
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        console.setLevel(logging.INFO if verbose else logging.WARNING)
-        logger.addHandler(console)
+        if not logger.handlers:
+            init_logging(verbose)
+        early = next((h for h in logger.handlers if isinstance(h, _EarlyRecords)), None)
         if self.is_main and to_file:
             fh = logging.FileHandler(self.path / "log.txt")
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            for record in early.records if early is not None else []:
+                fh.handle(record)
             logger.addHandler(fh)
+        if early is not None and to_file:
+            logger.removeHandler(early)
         return logger
 
     def write_config(self, config: dict[str, Any]) -> None:

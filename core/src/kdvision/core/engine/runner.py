@@ -12,7 +12,7 @@ from ..errors import DataError, KDVisionError
 from .config import RunConfig, to_dict
 from .distributed import DistInfo, cleanup, init_distributed, resolve_device
 from .method import Method
-from .rundir import RunDir, get_logger, git_commit, package_versions
+from .rundir import RunDir, choose_output, clear_run, get_logger, git_commit, init_logging, package_versions
 from .seed import seed_everything
 from .trainer import CheckpointHook, EvalHook, Hook, LoggerHook, SampleGridHook, Trainer, sample_renderer
 
@@ -33,21 +33,52 @@ def check_data_root(data_root: str | None, explicit: bool, has_split: Callable[[
 
 
 class RunContext:
-    def __init__(self, cfg: RunConfig, *, dry_run: bool = False) -> None:
+    """Device, processes, seeding and logging of one run; the run directory once the inputs are known to be good.
+
+    The output directory is chosen (and a directory holding another run refused) at construction, so a bad
+    ``--output`` fails before any model is built; it is created only by :meth:`open_run`.
+    """
+
+    def __init__(self, cfg: RunConfig, *, script: str = "run", dry_run: bool = False,
+                 overwrite: bool = False) -> None:
         self.cfg = cfg
         self.dry_run = dry_run
+        self.overwrite = overwrite
+        init_logging(verbose=True)
+        self.log = get_logger()
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = resolve_device(cfg.device, local_rank)
+        is_main = int(os.environ.get("RANK", 0)) == 0
+        self.output = choose_output(cfg.output, script, resume=cfg.resume, overwrite=overwrite or not is_main)
+        cfg.output = str(self.output)
         self.dist: DistInfo = init_distributed(self.device) if not dry_run else DistInfo()
         seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
-        self.run = RunDir(cfg.output, is_main=self.dist.is_main and not dry_run)
-        self.run.setup_logging(to_file=not dry_run)  # a dry run logs to the console only
-        self.log = get_logger()
+        self.run: RunDir | None = None
         self.visdom = None
-        if cfg.visdom and self.dist.is_main and not dry_run:
+
+    def open_run(self) -> RunDir:
+        """Create the run directory (rank 0 writes; ``--overwrite`` first removes the previous run's files)."""
+        if self.run is not None:
+            return self.run
+        is_main = self.dist.is_main and not self.dry_run
+        if is_main and self.overwrite and not self.cfg.resume and clear_run(self.output):
+            self.log.info(f"--overwrite: replaced the previous run in {self.output}")
+        self.run = RunDir(self.output, is_main=is_main)
+        self.run.setup_logging(to_file=is_main)
+        if self.cfg.visdom and is_main:
             from .visdom_logger import VisdomLogger
 
-            self.visdom = VisdomLogger(cfg.visdom, env=Path(cfg.output).name or "kdvision")
+            self.visdom = VisdomLogger(self.cfg.visdom, env=self.output.name or "kdvision")
+        return self.run
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint ``--resume`` names (None without ``--resume``)."""
+        if not self.cfg.resume:
+            return None
+        path = self.output / "checkpoints" / "last.pt" if self.cfg.resume == "auto" else Path(self.cfg.resume)
+        if not path.is_file():
+            raise KDVisionError(f"--resume: no checkpoint at {path}")
+        return path
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move to the device, channels_last when asked."""
@@ -57,7 +88,9 @@ class RunContext:
         return module
 
     def resolved_config(self, cfg_dict: dict[str, Any]) -> dict[str, Any]:
-        return {**cfg_dict, "_run": {"seed": self.cfg.seed, "world_size": self.dist.world_size,
+        """What config.yaml holds: every config key (passed back with ``--config`` it reproduces the run) and, under
+        ``_run``, the record of this run (not applied by ``--config``)."""
+        return {**cfg_dict, "_run": {"seed": self.cfg.seed, "output": str(self.output), "world_size": self.dist.world_size,
                                      "device": str(self.device), "git_commit": git_commit(),
                                      "versions": package_versions()}}
 
@@ -65,13 +98,15 @@ class RunContext:
               evaluator: Callable[[torch.nn.Module], dict[str, float]] | None, teacher_metric: float | None,
               norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = (),
               render: Callable[[Method], torch.Tensor | None] | None = None, nrow: int = 8,
-              epochs: int | None = None) -> dict[str, Any]:
+              epochs: int | None = None, iters_per_epoch: int | None = None) -> dict[str, Any]:
         """Run ``method`` under the standard hooks and write ``summary.json``.
 
         Sample grids: ``render(method)`` (a [0, 1] batch) when given, else the method's samples denormalised with
         ``norm``; neither: no grids.
         """
         cfg = self.cfg
+        resume = self.resume_path()
+        self.open_run()
         hooks: list[Hook] = [LoggerHook(cfg.log_interval, cfg.progress), CheckpointHook(), *extra_hooks]
         if evaluator is not None:
             hooks.append(EvalHook(evaluator, metric, cfg.eval_every))
@@ -79,15 +114,10 @@ class RunContext:
             render = sample_renderer(*norm)
         if render is not None:
             hooks.append(SampleGridHook(render, every=cfg.eval_every, nrow=nrow))
-        trainer = Trainer(method, epochs=epochs or cfg.epochs, iters_per_epoch=cfg.iters_per_epoch, run=self.run,
-                          dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
-        if cfg.resume:
-            path = self.run.last_ckpt if cfg.resume == "auto" else Path(cfg.resume)
-            if cfg.resume == "auto" and not path.is_file():
-                raise KDVisionError(f"--resume: no checkpoint to resume from in {self.run.checkpoints}")
-            trainer.resume(path)
-        elif self.run.is_main:
-            (self.run.path / "metrics.jsonl").unlink(missing_ok=True)
+        trainer = Trainer(method, epochs=epochs or cfg.epochs, iters_per_epoch=iters_per_epoch or cfg.iters_per_epoch,
+                          run=self.run, dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
+        if resume is not None:
+            trainer.resume(resume)
         self.run.write_config(self.resolved_config(to_dict(cfg)))
         if teacher_metric is not None:
             self.run.log_metrics({"step": trainer.state.step, "epoch": trainer.state.epoch, "split": "test",

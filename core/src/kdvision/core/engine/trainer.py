@@ -1,7 +1,10 @@
 """The one training engine: an epoch/step loop with a hook lifecycle.
 
-Lifecycle: ``before_train`` → for each epoch ``before_epoch`` → for each step ``after_step(outputs)`` →
-``after_epoch`` → ``after_train``. Evaluation, checkpointing, logging, progress and sample grids are hooks.
+Lifecycle (detectron2's ``HookBase``): ``before_train`` → for each epoch ``before_epoch`` → for each step
+``before_step`` → ``after_step(outputs)`` → ``after_epoch`` → ``after_train``, the last called on every path
+(``try``/``finally``: a diverged or interrupted run still closes its hooks). The method's LR schedules are applied
+at each epoch start and before each step. Evaluation, checkpointing, logging, progress and sample grids are hooks;
+a hook with state (``state_dict``/``load_state_dict``) is saved in ``last.pt`` and restored on ``--resume``.
 """
 from __future__ import annotations
 
@@ -45,9 +48,21 @@ class Hook:
 
     def before_train(self, trainer: "Trainer") -> None: ...
     def before_epoch(self, trainer: "Trainer") -> None: ...
+    def before_step(self, trainer: "Trainer") -> None: ...
     def after_step(self, trainer: "Trainer", outputs: dict[str, torch.Tensor]) -> None: ...
     def after_epoch(self, trainer: "Trainer") -> None: ...
     def after_train(self, trainer: "Trainer") -> None: ...
+
+    @property
+    def state_key(self) -> str:
+        """Name of this hook's entry in a checkpoint's ``hooks`` (one hook per class by default)."""
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Checkpointed state (None: stateless)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Trainer:
@@ -74,11 +89,15 @@ class Trainer:
         ckpt = {"format": CKPT_FORMAT, "version": CKPT_VERSION, "method": self.method.name,
                 "epoch": st.epoch, "step": st.step, "best_metric": st.best_metric, "last_metric": st.last_metric,
                 "train_time": st.train_time, "method_state": self.method.state_dict(), "rng": rng_state(),
-                "config": self.config}
+                "config": self.config, "hooks": self.hook_states()}
         # So that ``load_weights(model, "last.pt")`` reads the tracked model (student or teacher) directly; the
         # tensors are shared with method_state, so torch.save stores them once.
         ckpt["state_dict"] = unwrap(self.method.eval_model()).state_dict()
         return ckpt
+
+    def hook_states(self) -> dict[str, Any]:
+        states = {h.state_key: h.state_dict() for h in self.hooks}
+        return {k: v for k, v in states.items() if v is not None}
 
     def save(self, path: Path) -> None:
         if self.dist.is_main:
@@ -95,6 +114,9 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path} does not match this run's players: {first}") from exc
+        for hook in self.hooks:
+            if hook.state_key in ckpt.get("hooks", {}):
+                hook.load_state_dict(ckpt["hooks"][hook.state_key])
         st = self.state
         st.epoch, st.step = ckpt["epoch"], ckpt["step"]
         st.best_metric, st.last_metric, st.train_time = ckpt["best_metric"], ckpt["last_metric"], ckpt["train_time"]
@@ -110,16 +132,27 @@ class Trainer:
             getattr(hook, event)(self, *args)
 
     def fit(self) -> TrainState:
-        self._call("before_train")
+        try:
+            self._call("before_train")
+            self._loop()
+        finally:
+            self._call("after_train")
+        return self.state
+
+    def _loop(self) -> None:
         sync = torch.cuda.synchronize if self.method.device.type == "cuda" else (lambda: None)
+        schedules = self.method.schedules
         while self.state.epoch < self.epochs:
             self.state.is_best = False
             self.epoch_metrics = {}
+            schedules.epoch_start(self.state.epoch, self.state.step)
             self.method.on_epoch_start(self.state.epoch)
             self._call("before_epoch")
             sync()
             t0 = time.perf_counter()
             for _ in range(self.iters_per_epoch):
+                schedules.step_start(self.state.epoch, self.state.step)
+                self._call("before_step")
                 outputs = self.method.train_step()
                 self.state.step += 1
                 self._call("after_step", outputs)
@@ -127,8 +160,6 @@ class Trainer:
             self.state.train_time += time.perf_counter() - t0
             self.state.epoch += 1
             self._call("after_epoch")
-        self._call("after_train")
-        return self.state
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +211,7 @@ class LoggerHook(Hook):
                 f"{self._epoch}); last good checkpoint: {trainer.run.last_ckpt}")
         st = trainer.state
         epoch = self._epoch
+        means.update(trainer.method.schedules.lrs())  # the learning rates the last step used
         trainer.run.log_metrics({"step": st.step, "epoch": epoch, "split": "train", **means})
         if trainer.visdom is not None:
             trainer.visdom.scalars(st.step, means, "train")
@@ -191,6 +223,9 @@ class LoggerHook(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         self.flush(trainer)
+        self.after_train(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -9,10 +9,12 @@ original's update order (synthesis, then KD steps). A KD step:
     SGD step on S (and on any trainable student-side modules, e.g. RGAL's 1x1 adapters)
 
 KD(S, T) = τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) (batchmean) with τ = ``T``, or mean|s − t| (``kd_loss="l1"``, DFAD).
-The student's LR follows a cosine from ``lr`` to ``lr_min`` over the KD epochs (set at the start of each epoch:
-the original stepped ``CosineAnnealingLR`` once per epoch), or a step decay at ``milestones``.
+The student's optimizer and LR schedule come from the engine's services (the recipe passes a cosine from ``lr``
+to ``lr_min`` over the KD epochs stepped once per epoch, as the original's ``CosineAnnealingLR``, or a step decay).
 
-``warmup_rounds`` synthesis rounds (Fast's warm-up epochs) run before the first KD step.
+``warmup_rounds`` synthesis rounds (Fast's warm-up epochs) run before the first KD step: by
+:class:`SynthesisWarmupHook` before training (progress bar, a checkpoint after each warm-up epoch), or, when no
+hook ran them, at the first KD step.
 
 ``student_terms``: a module adding student-phase losses (RGAL's :class:`~kdvision.core.methods.rgal.RGALStudentTerms`):
 its ``capture_teacher()`` / ``capture_student()`` contexts tap the two forwards, ``terms(s, t, epoch)`` returns
@@ -20,9 +22,7 @@ named weighted losses; its parameters (adapters) are trained by the student's op
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
-import math
 import time
 from typing import Any, Callable
 
@@ -30,53 +30,36 @@ import torch
 import torch.nn as nn
 
 from ..engine.method import Method, freeze
+from ..engine.optim import LRSchedule, OptimizerSpec
+from ..engine.trainer import Hook
 from ..losses import kldiv, l1_discrepancy
 from ..synthesis.base import Synthesizer
 
 KD_LOSSES = ("kl", "l1")
-SCHEDULES = ("cosine", "multistep", "constant")
-
-
-def epoch_lr(epoch: int, *, base: float, schedule: str, epochs: int, lr_min: float = 0.0,
-             milestones: list[int] | tuple[int, ...] = (), gamma: float = 0.1) -> float:
-    """LR of 0-based ``epoch``: cosine annealing over ``epochs`` (``CosineAnnealingLR(T_max=epochs, eta_min)``
-    stepped per epoch), MultiStep decay at ``milestones`` (epochs at which the LR drops), or constant."""
-    if schedule == "cosine":
-        return lr_min + (base - lr_min) * (1 + math.cos(math.pi * epoch / max(epochs, 1))) / 2
-    if schedule == "multistep":
-        return base * gamma ** bisect.bisect_right(sorted(milestones), epoch)
-    if schedule == "constant":
-        return base
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
 class DataFreeKD(Method):
     name = "datafree"
 
     def __init__(self, teacher: nn.Module, student: nn.Module, synthesizer: Synthesizer, *, batch_size: int,
-                 kd_steps: int, lr: float, epochs: int, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 T: float = 1.0, kd_loss: str = "kl", schedule: str = "cosine", lr_min: float = 0.0,
-                 milestones: list[int] | tuple[int, ...] = (), gamma: float = 0.1, warmup_rounds: int = 0,
-                 student_terms: nn.Module | None = None, device: torch.device = torch.device("cpu"),
-                 amp: bool = False, clock: Callable[[], float] = time.perf_counter) -> None:
+                 kd_steps: int, opt_S: OptimizerSpec, schedule: LRSchedule, T: float, kd_loss: str,
+                 warmup_rounds: int, student_terms: nn.Module | None = None,
+                 device: torch.device = torch.device("cpu"), amp: bool = False,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(device, amp)
         if kd_loss not in KD_LOSSES:
             raise ValueError(f"unknown KD loss {kd_loss!r}; valid: {', '.join(KD_LOSSES)}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         self.teacher = freeze(teacher)
         self.student = student
         self.synthesizer = synthesizer
         self.batch_size, self.kd_steps = batch_size, kd_steps
         self.T, self.kd_loss = T, kd_loss
-        self.schedule = dict(base=lr, schedule=schedule, epochs=epochs, lr_min=lr_min, milestones=tuple(milestones),
-                             gamma=gamma)
         self.warmup_rounds = warmup_rounds
         self.student_terms = student_terms
         params = list(student.parameters())
         if student_terms is not None:
             params += [p for p in student_terms.parameters() if p.requires_grad]
-        self.opt_S = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+        self.add_optimizer("student", params, opt_S, schedule)
         self.kd_count = 0  # KD steps taken
         self.epoch = 0
         self.synthesis_time = 0.0  # seconds in synthesize() (the originals' "Generation Cost")
@@ -91,7 +74,7 @@ class DataFreeKD(Method):
         return mods
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"student": self.opt_S, **{f"syn_{k}": o for k, o in self.synthesizer.optimizers().items()}}
+        return {**super().optimizers(), **{f"syn_{k}": o for k, o in self.synthesizer.optimizers().items()}}
 
     def extra_state(self) -> dict[str, Any]:
         return {"kd_count": self.kd_count, "synthesis_time": self.synthesis_time,
@@ -104,9 +87,6 @@ class DataFreeKD(Method):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
-        lr = epoch_lr(epoch, **self.schedule)
-        for group in self.opt_S.param_groups:
-            group["lr"] = lr
 
     def summary(self) -> dict[str, Any]:
         return {"synthesis_time_s": self.synthesis_time, "synthesis_rounds": self.synthesizer.rounds,
@@ -130,9 +110,18 @@ class DataFreeKD(Method):
             return l1_discrepancy(s, t)
         return kldiv(s, t, T=self.T)
 
+    @property
+    def warmup_pending(self) -> int:
+        """Warm-up synthesis rounds still to run."""
+        return max(0, self.warmup_rounds - self.synthesizer.rounds)
+
+    def warmup_round(self) -> dict[str, torch.Tensor]:
+        self._syn = self._synthesize()
+        return self._syn
+
     def train_step(self) -> dict[str, torch.Tensor]:
-        while self.synthesizer.rounds < self.warmup_rounds:
-            self._syn = self._synthesize()
+        while self.warmup_pending:
+            self.warmup_round()
         if self.kd_count % self.kd_steps == 0:
             self._syn = self._synthesize()
         S = self.student
@@ -149,12 +138,51 @@ class DataFreeKD(Method):
         out = {"loss_kd": self.kd_objective(s, t)}
         if terms is not None:
             out.update(terms(s, t, self.epoch))
-        loss = sum(out.values())
-        self.opt_S.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_S.step()
+        self.update("student", sum(out.values()))
         self.kd_count += 1
         with torch.no_grad():
             out = {k: v.detach() for k, v in out.items()}
             out["agreement"] = (s.argmax(1) == t.argmax(1)).float().mean()
         return {**out, **self._syn}
+
+
+class SynthesisWarmupHook(Hook):
+    """Runs the method's pending warm-up synthesis rounds before the first KD step (Fast's warm-up epochs).
+
+    ``rounds_per_epoch`` rounds make one warm-up epoch: a progress bar on rank 0, one log line per warm-up epoch
+    (with the synthesis losses) and a checkpoint after each, so an interrupted warm-up resumes where it stopped.
+    """
+
+    priority = 5  # before the logger opens its first progress bar
+
+    def __init__(self, rounds_per_epoch: int, progress: bool | None = None) -> None:
+        self.rounds_per_epoch = max(1, rounds_per_epoch)
+        self.progress = progress
+
+    def before_train(self, trainer) -> None:
+        method: DataFreeKD = trainer.method
+        pending = method.warmup_pending
+        if not pending:
+            return
+        import sys
+
+        from tqdm.auto import tqdm
+
+        total = method.warmup_rounds
+        show = (sys.stderr.isatty() if self.progress is None else self.progress) and trainer.dist.is_main
+        bar = tqdm(total=total, initial=total - pending, desc="synthesis warm-up", leave=False,
+                   dynamic_ncols=True, disable=not show)
+        try:
+            while method.warmup_pending:
+                out = method.warmup_round()
+                bar.update(1)
+                done = method.synthesizer.rounds
+                if done % self.rounds_per_epoch == 0 or not method.warmup_pending:
+                    values = {k: float(v) for k, v in out.items()}  # one sync per warm-up epoch
+                    epoch = -(-done // self.rounds_per_epoch)
+                    trainer.run.log_metrics({"step": 0, "epoch": epoch, "split": "warmup", **values})
+                    trainer.log.info(f"warm-up epoch {epoch}/{-(-total // self.rounds_per_epoch)}: "
+                                     + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+                    trainer.save(trainer.run.last_ckpt)
+        finally:
+            bar.close()

@@ -21,13 +21,13 @@ gradients are computed; no host synchronisation inside a step.
 """
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..engine.method import Method, freeze, no_weight_grads, preserved_bn_stats, unwrap
+from ..engine.optim import LRSchedule, OptimizerSpec
 from ..losses import l1_discrepancy as discrepancy  # mean |S(x) - T(x)| over every element, float32
 
 LOSSES = ("l1", "log_l1")
@@ -41,30 +41,21 @@ def generator_loss(d: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown DFAD generator loss {kind!r}; valid: {', '.join(LOSSES)}")
 
 
-def lr_factor(epoch: int, decay_epochs: list[int], gamma: float) -> float:
-    """LR multiplier for 0-based ``epoch``; ``decay_epochs`` are the first (1-based) epochs at each decayed LR."""
-    return gamma ** bisect.bisect_right(sorted(decay_epochs), epoch + 1)
-
-
-def apply_lr_schedule(base_lrs: dict[torch.optim.Optimizer, float], epoch: int, decay_epochs: list[int],
-                      gamma: float) -> None:
-    """Set each optimiser's LR for 0-based ``epoch``: its base LR times :func:`lr_factor`."""
-    factor = lr_factor(epoch, decay_epochs, gamma)
-    for opt, base in base_lrs.items():
-        for group in opt.param_groups:
-            group["lr"] = base * factor
+def dfad_optimizers(lr_S: float, lr_G: float, weight_decay: float, momentum: float
+                    ) -> tuple[OptimizerSpec, OptimizerSpec]:
+    """The original's optimisers: SGD for S (momentum, weight decay), Adam(0.9, 0.999) for G (no decay)."""
+    return (OptimizerSpec("sgd", lr=lr_S, momentum=momentum, weight_decay=weight_decay),
+            OptimizerSpec("adam", lr=lr_G, betas=(0.9, 0.999)))
 
 
 class DFAD(Method):
     name = "dfad"
 
     def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, nz: int, batch_size: int,
-                 lr_S: float, lr_G: float, weight_decay: float, momentum: float = 0.9, loss: str = "l1",
-                 student_steps: int = 5, student_bn_update_in_g_step: bool = True, batched_generation: bool = False,
-                 train_generator: bool = True, lr_decay_epochs: list[int] | None = None,
-                 lr_decay_gamma: float = 0.1, task: str = "classification",
-                 device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
-                 sample_count: int = 64, sample_seed: int = 0) -> None:
+                 opt_S: OptimizerSpec, opt_G: OptimizerSpec, schedule: LRSchedule, loss: str, student_steps: int,
+                 student_bn_update_in_g_step: bool, batched_generation: bool, train_generator: bool,
+                 task: str = "classification", device: torch.device = torch.device("cpu"), amp: bool = False,
+                 channels_last: bool = False, sample_count: int = 64, sample_seed: int = 0) -> None:
         super().__init__(device, amp)
         if loss not in LOSSES:
             raise ValueError(f"unknown DFAD generator loss {loss!r}; valid: {', '.join(LOSSES)}")
@@ -78,24 +69,14 @@ class DFAD(Method):
         self.batched_generation = batched_generation
         self.train_generator = train_generator  # False: the paper's "random generator" baseline
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.lr_decay_epochs = list(lr_decay_epochs or [])
-        self.lr_decay_gamma = lr_decay_gamma
-        self.opt_S = torch.optim.SGD(student.parameters(), lr=lr_S, momentum=momentum, weight_decay=weight_decay,
-                                     foreach=True)
-        self.opt_G = torch.optim.Adam(generator.parameters(), lr=lr_G, betas=(0.9, 0.999), foreach=True)
-        self.base_lrs = {"S": lr_S, "G": lr_G}
+        # one schedule for both players, as the original (one StepLR / MultiStepLR each, same milestones)
+        self.add_optimizer("student", student.parameters(), opt_S, schedule)
+        self.add_optimizer("generator", generator.parameters(), opt_G, schedule)
         gen = torch.Generator(device="cpu").manual_seed(sample_seed)
         self.sample_z = torch.randn(sample_count, nz, generator=gen).to(device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "generator": self.generator}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"student": self.opt_S, "generator": self.opt_G}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        apply_lr_schedule({self.opt_S: self.base_lrs["S"], self.opt_G: self.base_lrs["G"]}, epoch,
-                          self.lr_decay_epochs, self.lr_decay_gamma)
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.nz, device=self.device)
@@ -118,9 +99,7 @@ class DFAD(Method):
                 t = T(x)
             with self.autocast():
                 loss_S = discrepancy(S(x), t)
-            self.opt_S.zero_grad(set_to_none=True)
-            loss_S.backward()
-            self.opt_S.step()
+            self.update("student", loss_S)
         if not self.train_generator:
             return {"loss_S": loss_S.detach()}
 
@@ -131,9 +110,7 @@ class DFAD(Method):
             x = self._fake(G, self._noise(B))
             d = discrepancy(S_plain(x), T(x))
             loss_G = generator_loss(d, self.loss)
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.opt_G.step()
+        self.update("generator", loss_G)
         S_plain.train()
         return {"loss_S": loss_S.detach(), "loss_G": loss_G.detach()}
 

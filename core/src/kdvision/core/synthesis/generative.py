@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..engine.optim import OptimizerSpec, build_optimizer, optimizer_step
 from ..engine.method import unwrap
 from ..hooks import TeacherTaps
 from ..losses import activation_loss, adversarial_kl, class_balance, l1_discrepancy, onehot_ce
@@ -37,7 +38,7 @@ class GenerativeSynthesizer(Synthesizer):
         self.nz = nz
         self.adv, self.oh, self.act, self.balance = adv, oh, act, balance
         self.adv_loss, self.balance_base = adv_loss, balance_base
-        self.opt_G = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999))
+        self.opt_G = build_optimizer(generator.parameters(), OptimizerSpec("adam", lr=lr_g, betas=(0.5, 0.999)))
         self.taps = TeacherTaps(unwrap(teacher), blocks=False, penultimate=True) if act > 0 else None
         if not any(w > 0 for w in (self.bn, adv, oh, act, balance)):
             raise ValueError("every synthesis loss weight is 0: nothing would train the generator")
@@ -81,9 +82,7 @@ class GenerativeSynthesizer(Synthesizer):
                 weights = {"loss_bn": self.bn, "loss_oh": self.oh, "loss_act": self.act,
                            "loss_balance": self.balance, "loss_adv": self.adv}
                 loss = sum(weights[k] * v for k, v in parts.items())
-                self.opt_G.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt_G.step()
+                optimizer_step(self.opt_G, loss)
         self.rounds += 1
         return {"loss_syn": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine.optim import OptimizerSpec, build_optimizer, optimizer_step
 from ..engine.method import unwrap
 from ..generators import dcgan_init_
 from ..hooks import FeatureHook, cmi_feature_layers
@@ -58,7 +59,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         n = self.batch_size
         x = torch.randn(n, *self.image_shape, device=self.device).requires_grad_()
         y = sorted_targets(n, self.num_classes, self.device)
-        opt = torch.optim.Adam([x], lr=self.lr_g, betas=(0.5, 0.99))
+        opt = build_optimizer([x], OptimizerSpec("adam", lr=self.lr_g, betas=(0.5, 0.99)))
         lo, hi = self.normalizer.bounds()
         best = BestTracker()
         weights = {"loss_bn": self.bn, "loss_oh": self.oh, "loss_adv": self.adv, "loss_tv": self.tv,
@@ -86,9 +87,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
                 loss = weighted_sum(parts, weights)
                 if self.best_of_steps:
                     best.update(loss, x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                optimizer_step(opt, loss)
                 with torch.no_grad():
                     x.data = torch.max(torch.min(x.data, hi), lo)
         self.pixels = x.detach()
@@ -148,7 +147,7 @@ class GeneratorInversion(PoolSynthesizer):
         groups = [{"params": list(G.parameters())}, {"params": [z]}]
         if self.lr_z is not None:
             groups[1]["lr"] = self.lr_z
-        opt = torch.optim.Adam(groups, lr=self.lr_g, betas=(0.5, 0.999))
+        opt = build_optimizer(groups, OptimizerSpec("adam", lr=self.lr_g, betas=(0.5, 0.999)))
         best = BestTracker()
         with self.frozen_student() as S:
             for step in range(self.g_steps):
@@ -193,7 +192,7 @@ class CMISynthesizer(GeneratorInversion):
             self.feature_dim = self.features.concat().shape[1]
         self.features.clear()
         self.head = ProjectionHead(self.feature_dim, out_dim=head_dim).to(self.device)
-        self.opt_head = torch.optim.Adam(self.head.parameters(), lr=self.lr_g)
+        self.opt_head = build_optimizer(self.head.parameters(), OptimizerSpec("adam", lr=self.lr_g))
         self.bank = MemoryBank(bank_size, 2 * self.feature_dim, device=self.device)  # rows [local ; global]
         self.local_view = SynthesisViews(self.image_shape[1:], self.normalizer, "local")
 
@@ -287,7 +286,8 @@ class FastMetaSynthesizer(FastSynthesizer):
         super().__init__(teacher, student, generator, **kwargs)
         self.is_maml = is_maml
         self.reptile_scale = reptile_scale
-        self.opt_meta = torch.optim.Adam(generator.parameters(), lr=self.lr_g * self.g_steps, betas=(0.5, 0.999))
+        self.opt_meta = build_optimizer(generator.parameters(),
+                                        OptimizerSpec("adam", lr=self.lr_g * self.g_steps, betas=(0.5, 0.999)))
         self.fast_generator: nn.Module | None = None  # the last round's adapted copy
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

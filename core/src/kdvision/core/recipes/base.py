@@ -1,0 +1,202 @@
+"""The :class:`Recipe` base: config → players → method → trainer, with one driver for every recipe.
+
+detectron2's ``DefaultTrainer`` with its ``build_*`` methods is the model. :meth:`Recipe.run` is the one driver:
+
+1. prologue checks (:meth:`check`; the config was validated when it was resolved),
+2. the run context (device, processes, seed; the output directory is chosen and checked, not yet created),
+3. players (:meth:`build_players`) and the evaluator (:meth:`build_evaluator`),
+4. DDP / ``torch.compile`` of the trained players (:meth:`parallel_players`; one policy for every recipe),
+5. the method (:meth:`build_method`),
+6. ``--dry-run``: print the plan (:meth:`plan`) and return,
+7. the teacher's metric (:meth:`measure_teacher`),
+8. evaluation only (:meth:`evaluate_only`) when the config asks for it,
+9. training under the standard hooks plus :meth:`hooks`, then :meth:`finish`.
+
+The run directory is created in step 9, once every input is known to be good: a bad checkpoint or data root
+leaves nothing behind. A new recipe overrides what differs; recipes and their method variants are registered by
+name (:data:`RECIPES`, :func:`list_methods`) and the tests are parametrized over that registry.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..engine.method import Method, unwrap
+from ..engine.runner import RunContext, describe_plan
+from ..engine.trainer import Hook
+from ..registry import Registry
+from .task import Evaluator, TaskAdapter
+
+RECIPES = Registry("recipe")
+METHODS = Registry("method")
+
+
+def register_method(name: str, recipe: str, **overrides: Any) -> None:
+    """Register method variant ``name``: the recipe that runs it and the config values that select it."""
+    METHODS.add(name, lambda: (recipe, overrides), recipe=recipe, overrides=overrides)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+def method_recipe(name: str) -> tuple[str, dict[str, Any]]:
+    """(recipe name, config values) of a registered method variant."""
+    meta = METHODS.meta(name)
+    return meta["recipe"], dict(meta["overrides"])
+
+
+class Recipe:
+    """Subclasses set :attr:`name`, :attr:`config_class` and override the ``build_*`` steps that differ."""
+
+    name = "recipe"
+    config_class: type = object
+    plan_title = "plan"
+    eval_only_field: str | None = None  # the config flag that asks for evaluation only (``test_only``, ...)
+
+    def __init__(self, cfg: Any, task: TaskAdapter, *, script: str, given: set[str] = frozenset(),
+                 explicit_root: bool = True, dry_run: bool = False, overwrite: bool = False) -> None:
+        self.cfg, self.task, self.script = cfg, task, script
+        self.given, self.explicit_root = set(given), explicit_root
+        self.dry_run, self.overwrite = dry_run, overwrite
+        self.ctx: RunContext | None = None
+        self.players: dict[str, nn.Module] = {}
+        self.evaluator: Evaluator | None = None
+        self.method: Method | None = None
+        self.teacher_metric: float | None = None
+
+    # -- steps to override -----------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Prologue checks beyond the config's own ``validate()`` (files, registry names)."""
+
+    def build_players(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def build_evaluator(self) -> Evaluator | None:
+        return None
+
+    def parallel_players(self) -> tuple[str, ...]:
+        """Players trained by this run: wrapped in DDP under torchrun, compiled with ``--compile``."""
+        return ("student",)
+
+    def build_method(self) -> Method:
+        raise NotImplementedError
+
+    def plan(self) -> dict[str, str]:
+        return {}
+
+    def measure_teacher(self) -> float | None:
+        teacher = self.players.get("teacher")
+        if teacher is None or self.evaluator is None:
+            return None
+        value = self.evaluator(teacher)[self.task.metric]
+        self.ctx.log.info(f"teacher {getattr(self.cfg, 'teacher', '')} test {self.task.metric} {value:.4f}")
+        return value
+
+    def evaluate_only(self) -> dict[str, Any]:
+        """Evaluate the teacher (measured already) and, with ``--resume``, the resumed student; no run directory."""
+        from ..checkpoint import load_weights
+
+        out: dict[str, Any] = {"teacher_metric": self.teacher_metric}
+        path = self.ctx.resume_path()
+        if path is not None and self.evaluator is not None:
+            model = self.method.eval_model()
+            load_weights(unwrap(model), path)
+            result = self.evaluator(model)
+            self.ctx.log.info(f"{'student' if 'teacher' in self.players else 'model'} test {self.task.metric} "
+                              f"{result[self.task.metric]:.4f}")
+            out.update(result)
+        return out
+
+    def hooks(self) -> list[Hook]:
+        return []
+
+    def render(self) -> Callable[[Method], torch.Tensor | None] | None:
+        return None
+
+    def train_settings(self) -> dict[str, Any]:
+        """Keywords for :meth:`RunContext.train` beyond the standard ones (``epochs``, ``iters_per_epoch``, ...)."""
+        return {}
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return summary
+
+    # -- the driver ---------------------------------------------------------------------------------------------
+    def _parallel(self) -> None:
+        ctx = self.ctx
+        for key in self.parallel_players():
+            module = self.players.get(key)
+            if module is None:
+                continue
+            if ctx.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                module = DDP(module)
+            if self.cfg.compile:
+                module = torch.compile(module)
+            self.players[key] = module
+
+    def run(self) -> dict[str, Any]:
+        self.check()
+        self.ctx = RunContext(self.cfg, script=self.script, dry_run=self.dry_run, overwrite=self.overwrite)
+        try:
+            self.players = self.build_players()
+            self.evaluator = self.build_evaluator()
+            if not self.dry_run:
+                self._parallel()
+            self.method = self.build_method()
+            if self.dry_run:
+                print(describe_plan(self.plan_title, {**self.plan(), "device": f"{self.ctx.device} (world size "
+                                    f"{self.ctx.dist.world_size})", "output": str(self.ctx.output)}))
+                return {}
+            self.teacher_metric = self.measure_teacher()
+            if self.eval_only_field and getattr(self.cfg, self.eval_only_field):
+                return self.evaluate_only()
+            summary = self.ctx.train(self.method, task=self.task.name, metric=self.task.metric,
+                                     batch_size=self.cfg.batch_size, evaluator=self.evaluator,
+                                     teacher_metric=self.teacher_metric, extra_hooks=self.hooks(),
+                                     render=self.render(), **self.train_settings())
+            return self.finish(summary)
+        finally:
+            self.ctx.close()
+
+
+def recipe_main(recipe: type[Recipe], task: TaskAdapter | Callable[[Any], TaskAdapter], *, script: str,
+                description: str, preset: dict[str, Any] | Callable[[Any], dict[str, Any]],
+                aliases: dict[str, list[str]] | None = None, argv: list[str] | None = None,
+                compat: dict[str, bool] | None = None, help_preset: dict[str, Any] | None = None,
+                extend_parser: Callable[[Any], None] | None = None,
+                adjust: Callable[[Any, set[str], Any], None] | None = None) -> None:
+    """The whole ``main()`` of an entry script: generated parser, resolved + validated config, the recipe's run.
+
+    ``preset``: the script's preset values, or a function of the parsed arguments returning them (the data-free
+    script picks its preset by ``--method``, wherever that was given). ``adjust(cfg, given, args)`` applies
+    script-specific rules (default checkpoint names, model-name mapping) before validation.
+    """
+    from ..engine.cli import add_compat_device_flags, apply_compat_device, config_parser, run_cli
+    from ..engine.config import resolve
+    from ..engine.rundir import init_logging, warn
+
+    def _main(args_list: list[str]) -> int:
+        init_logging()
+        shown = help_preset if help_preset is not None else (preset if isinstance(preset, dict) else {})
+        parser = config_parser(description, recipe.config_class, preset=shown, aliases=aliases)
+        if compat is not None:
+            add_compat_device_flags(parser, **compat)
+        if extend_parser is not None:
+            extend_parser(parser)
+        args = parser.parse_args(args_list)
+        apply_compat_device(args, warn)
+        values = preset(args) if callable(preset) else preset
+        cfg, given = resolve(recipe.config_class, values, args)
+        if adjust is not None:
+            adjust(cfg, given, args)
+        cfg.validate()
+        adapter = task(cfg) if callable(task) and not isinstance(task, TaskAdapter) else task
+        recipe(cfg, adapter, script=script, given=given, explicit_root="data_root" in given,
+               dry_run=getattr(args, "dry_run", False), overwrite=getattr(args, "overwrite", False)).run()
+        return 0
+
+    run_cli(_main, argv)
