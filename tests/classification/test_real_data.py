@@ -67,12 +67,12 @@ def test_teacher_recipes_learning_rates(tmp_path):
 
     def spy(self):
         out = orig(self)
-        seen.append(self.opt.param_groups[0]["lr"])  # the LR this step used
+        seen.append(self.optimizers()["model"].param_groups[0]["lr"])  # the LR this step used
         return out
 
     Supervised.train_step = spy
     try:
-        run_teacher(_teacher_cfg(tmp_path / "cos", recipe="mosaickd", schedule="cosine", epochs=2, iters_per_epoch=3,
+        run_teacher(_teacher_cfg(tmp_path / "cos", recipe="mosaickd", lr_schedule="cosine", epochs=2, iters_per_epoch=3,
                                  lr=0.1),
                     given={"iters_per_epoch"})
         cosine = list(seen)

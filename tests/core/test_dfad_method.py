@@ -8,8 +8,10 @@ import torch
 import torch.nn as nn
 
 from kdvision.core.generators import create_generator
-from kdvision.core.methods.dfad import DFAD, discrepancy, generator_loss, lr_factor
+from kdvision.core.engine.optim import LRSchedule
+from kdvision.core.methods.dfad import DFAD, dfad_optimizers, discrepancy, generator_loss
 from kdvision.core.models import create_model
+from kdvision.core.recipes.dfad import DFADConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from dfad_reference import ReferenceDFAD  # noqa: E402
@@ -28,13 +30,26 @@ def test_loss_formulas_by_hand():
         generator_loss(d, "kl")
 
 
-def test_lr_factor_matches_original_scheduler_timing():
+def test_schedule_matches_original_scheduler_timing():
     # CIFAR MultiStepLR([100, 200]) stepped at epoch start: decayed LR in force from epoch 100 and 200 (1-based).
-    f = [lr_factor(e, [100, 200], 0.1) for e in range(300)]
+    start = LRSchedule("multistep", timing="start", milestones=(100, 200)).validate()
+    f = [start.lr(1.0, start.counter(e, 0)) for e in range(300)]
     assert f[98] == 1.0 and f[99] == pytest.approx(0.1) and f[198] == pytest.approx(0.1)
     assert f[199] == pytest.approx(0.01)
     # CamVid StepLR(100) stepped at epoch end: first decayed epoch is 101.
-    assert lr_factor(99, [101, 201], 0.1) == 1.0 and lr_factor(100, [101, 201], 0.1) == pytest.approx(0.1)
+    end = LRSchedule("step", timing="end", step_size=100).validate()
+    assert end.lr(1.0, end.counter(99, 0)) == 1.0 and end.lr(1.0, end.counter(100, 0)) == pytest.approx(0.1)
+
+
+def make_dfad(T, S, G, *, nz, batch_size, lr_S, lr_G, weight_decay, **flags):
+    """DFAD with the config's defaults (their one home) for everything the test does not set."""
+    cfg = DFADConfig()
+    opt_S, opt_G = dfad_optimizers(lr_S, lr_G, weight_decay, cfg.momentum)
+    kw = dict(loss=cfg.loss, student_steps=cfg.student_steps,
+              student_bn_update_in_g_step=cfg.student_bn_update_in_g_step,
+              batched_generation=cfg.batched_generation, train_generator=True, schedule=LRSchedule("constant"))
+    kw.update(flags)
+    return DFAD(T, S, G, nz=nz, batch_size=batch_size, opt_S=opt_S, opt_G=opt_G, **kw)
 
 
 def _players(seed=0, ngf=8):
@@ -58,8 +73,8 @@ def _count_steps(opt):
 def test_one_iteration_counts_and_frozen_teacher():
     T, S, G = _players()
     teacher_before = copy.deepcopy(T.state_dict())
-    m = DFAD(T, S, G, nz=16, batch_size=8, lr_S=0.1, lr_G=1e-3, weight_decay=1e-4)
-    s_calls, g_calls = _count_steps(m.opt_S), _count_steps(m.opt_G)
+    m = make_dfad(T, S, G, nz=16, batch_size=8, lr_S=0.1, lr_G=1e-3, weight_decay=1e-4)
+    s_calls, g_calls = _count_steps(m.optimizers()["student"]), _count_steps(m.optimizers()["generator"])
     bn = G.conv_blocks1[1]
     out = m.train_step()
     assert s_calls["n"] == 5 and g_calls["n"] == 1
@@ -81,7 +96,7 @@ def test_student_bn_updates_in_generator_step_flag():
     G = create_generator("dfad_a", nz=16, ngf=8, img_size=32, nc=1)
     for flag, expected in ((True, 6), (False, 5)):
         S[1].reset_running_stats()
-        m = DFAD(T, S, G, nz=16, batch_size=8, lr_S=0.1, lr_G=1e-3, weight_decay=0,
+        m = make_dfad(T, S, G, nz=16, batch_size=8, lr_S=0.1, lr_G=1e-3, weight_decay=0,
                  student_bn_update_in_g_step=flag)
         m.train_step()
         assert S[1].num_batches_tracked.item() == expected
@@ -93,7 +108,7 @@ def test_fast_loop_equals_reference_loop():
     T1, S1, G1 = _players(seed=3)
     T2, S2, G2 = copy.deepcopy(T1), copy.deepcopy(S1), copy.deepcopy(G1)
     kw = dict(nz=16, batch_size=8, lr_S=0.05, lr_G=1e-3, weight_decay=5e-4)
-    fast, ref = DFAD(T1, S1, G1, **kw), ReferenceDFAD(T2, S2, G2, **kw)
+    fast, ref = make_dfad(T1, S1, G1, **kw), ReferenceDFAD(T2, S2, G2, **kw)
     torch.manual_seed(11)
     fast_out = [fast.train_step() for _ in range(3)]
     torch.manual_seed(11)
@@ -110,7 +125,7 @@ def test_fast_loop_equals_reference_loop():
 
 def test_sample_images_keep_generator_state():
     T, S, G = _players()
-    m = DFAD(T, S, G, nz=16, batch_size=4, lr_S=0.1, lr_G=1e-3, weight_decay=0, sample_count=6)
+    m = make_dfad(T, S, G, nz=16, batch_size=4, lr_S=0.1, lr_G=1e-3, weight_decay=0, sample_count=6)
     before = copy.deepcopy(G.state_dict())
     imgs = m.sample_images()
     assert imgs.shape == (6, 1, 32, 32)
@@ -121,6 +136,6 @@ def test_sample_images_keep_generator_state():
 
 def test_batched_generation_flag_uses_one_generator_forward():
     T, S, G = _players()
-    m = DFAD(T, S, G, nz=16, batch_size=4, lr_S=0.1, lr_G=1e-3, weight_decay=0, batched_generation=True)
+    m = make_dfad(T, S, G, nz=16, batch_size=4, lr_S=0.1, lr_G=1e-3, weight_decay=0, batched_generation=True)
     m.train_step()
     assert G.conv_blocks1[1].num_batches_tracked.item() == 2  # one 5B forward + the generator step

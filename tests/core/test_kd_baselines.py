@@ -5,7 +5,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from kdvision.core.generators import create_generator
-from kdvision.core.methods.dfad import DFAD
+from kdvision.core.engine.optim import LRSchedule, OptimizerSpec
+from kdvision.core.methods.dfad import DFAD, dfad_optimizers
 from kdvision.core.methods.kd_data import DataKD, StreamSampler
 from kdvision.core.models import create_model
 
@@ -39,7 +40,9 @@ def test_random_generator_baseline_trains_only_the_student():
     G = create_generator("dfad_a", nz=16, ngf=8, img_size=32, nc=1)
     g_before = copy.deepcopy(G.state_dict())
     s_before = copy.deepcopy(S.state_dict())
-    m = DFAD(T, S, G, nz=16, batch_size=4, lr_S=0.1, lr_G=0.1, weight_decay=0, train_generator=False)
+    opt_S, opt_G = dfad_optimizers(0.1, 0.1, 0.0, 0.9)
+    m = DFAD(T, S, G, nz=16, batch_size=4, opt_S=opt_S, opt_G=opt_G, schedule=LRSchedule("constant"), loss="l1",
+             student_steps=5, student_bn_update_in_g_step=True, batched_generation=False, train_generator=False)
     out = m.train_step()
     assert set(out) == {"loss_S"}
     for k, v in G.state_dict().items():
@@ -49,6 +52,9 @@ def test_random_generator_baseline_trains_only_the_student():
     assert all(p.grad is None for p in G.parameters())
 
 
+KD = dict(opt_S=OptimizerSpec("sgd", lr=0.01, momentum=0.9, weight_decay=0.0), schedule=LRSchedule("constant"))
+
+
 def test_data_kd_minimises_l1_on_real_images_and_resumes_the_stream():
     torch.manual_seed(0)
     images = TensorDataset(torch.randn(10, 1, 32, 32), torch.zeros(10, dtype=torch.long))
@@ -56,7 +62,7 @@ def test_data_kd_minimises_l1_on_real_images_and_resumes_the_stream():
     seen = []
     T_forward = T.forward
     T.forward = lambda x: (seen.append(x.clone()), T_forward(x))[1]
-    m = DataKD(T, S, images, batch_size=3, lr_S=0.01, weight_decay=0, student_steps=2, seed=5)
+    m = DataKD(T, S, images, batch_size=3, **KD, student_steps=2, seed=5)
     losses = [m.train_step()["loss_S"].item() for _ in range(2)]
     assert m.consumed == 12 and len(seen) == 4
     order = _take(iter(StreamSampler(10, seed=5)), 12)
@@ -64,8 +70,8 @@ def test_data_kd_minimises_l1_on_real_images_and_resumes_the_stream():
     assert all(loss > 0 for loss in losses)
 
     state = copy.deepcopy(m.state_dict())
-    resumed = DataKD(create_model("lenet5"), create_model("lenet5_half"), images, batch_size=3, lr_S=0.01,
-                     weight_decay=0, student_steps=2, seed=5)
+    resumed = DataKD(create_model("lenet5"), create_model("lenet5_half"), images, batch_size=3, **KD,
+                     student_steps=2, seed=5)
     resumed.load_state_dict(state)
     seen.clear()
     m.train_step()

@@ -16,122 +16,110 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdvision.core.engine.cli import base_parser, run_cli
-from kdvision.core.engine.config import resolve_config
+from kdvision.core.engine.config import user_values
+from kdvision.core.engine.rundir import note, warn
 from kdvision.core.errors import ConfigError
-from kdvision.core.recipes.datafree import (METHODS, DataFreeConfig, add_datafree_arguments, run_datafree)
+from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.datafree import METHODS, DataFreeConfig, DataFreeRecipe
 
 from .common import CLASSIFICATION, load_preset
 
-__all__ = ["DataFreeConfig", "METHODS", "CMI_MODEL_NAMES", "preset", "main", "main_rgal"]
+__all__ = ["DataFreeConfig", "METHODS", "CMI_MODEL_NAMES", "DATAFREE_FLAGS", "RGAL_FLAGS", "preset", "main",
+           "main_rgal"]
 
 #: CMI-registry names whose kdvision entry is called differently.
 CMI_MODEL_NAMES = {"mobilenetv2": "mobilenetv2_imagenet"}
 
 ENGINE_METHODS = tuple(m for m in METHODS if m != "rgal")
 
+#: The originals' spellings of DataFreeConfig fields (CMI / Fast-Datafree datafree_kd.py, RGAL main.py).
+DATAFREE_FLAGS = {"teacher_weights": ["--ckpt"], "weight_decay": ["--wd"], "log_interval": ["--print_freq", "-p"],
+                  "workers": ["-j"], "lr_schedule": ["--scheduler"]}
+#: Flags the originals parse and kdvision accepts without a config field (said once when given).
+IGNORED = {"start_epoch": "use --resume (exact) instead", "world_size": "launch with torchrun for multi-GPU",
+           "rank": "launch with torchrun", "dist_url": "launch with torchrun", "dist_backend": "launch with torchrun",
+           "multiprocessing_distributed": "use torchrun", "pretrained": "the teacher comes from --teacher_weights"}
+RGAL_IGNORED = {"sampling": "unused by the original too", "end_epoch": "unused by the original too",
+                "fmix": "FMix mixing of KD batches is not implemented",
+                "cmi": "use kd_datafree.py --method cmi for CMI"}
+RGAL_ONLY = ("triplet", "striplet", "triplet_target", "striplet_feature", "start_layer", "end_layer",
+             "balanced_sampling", "balanced_sampling_student", "synthesis_triplet_sign", "pair_sample", "cd_loss",
+             "gram_loss", "custom_steps")
+
 
 def preset(method: str) -> dict[str, Any]:
     """The engine defaults plus the method's published script values."""
     data = load_preset("datafree")
+    if method not in data["methods"]:
+        raise ConfigError(f"invalid method: {method!r} (valid: {', '.join(ENGINE_METHODS)})")
     return {**data["common"], "method": method, **data["methods"][method]}
 
 
-def _cmi_names(cfg: DataFreeConfig) -> None:
+def _accepted_flags(names: dict[str, str]):
+    def extend(p) -> None:
+        g = p.add_argument_group("accepted for compatibility (no effect)")
+        for name, why in names.items():
+            flag = f"--{name}"
+            if name in ("multiprocessing_distributed", "pretrained", "fmix", "cmi"):
+                g.add_argument(flag, dest=f"ignored_{name}", action="store_true", help=f"accepted; {why}")
+            else:
+                g.add_argument(flag, dest=f"ignored_{name}", metavar="V", help=f"accepted; {why}")
+    return extend
+
+
+def _adjust(cfg: DataFreeConfig, given: set[str], args, ignored: dict[str, str]) -> None:
+    for name, why in ignored.items():
+        if f"ignored_{name}" in vars(args):
+            warn(f"--{name} has no effect: {why}")
     for key in ("teacher", "student"):
         name = getattr(cfg, key)
         if name in CMI_MODEL_NAMES:
             setattr(cfg, key, CMI_MODEL_NAMES[name])
 
 
-def _device_from_gpu(args) -> None:
-    """``--gpu N`` (the originals' device flag) = ``--device cuda:N``; without CUDA, the CPU with a warning."""
-    if getattr(args, "gpu", None) is None or "device" in vars(args):
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        args.device = f"cuda:{args.gpu}"
-    else:
-        print(f"warning: --gpu {args.gpu} given but CUDA is not available; running on the CPU")
-        args.device = "cpu"
-
-
-def _run(cfg: DataFreeConfig, args, preset_values: dict[str, Any]) -> int:
-    _cmi_names(cfg)
-    given = set(vars(args))
-    explicit_root = "data_root" in given or cfg.data_root != preset_values.get("data_root")
-    run_datafree(cfg, CLASSIFICATION, explicit_root=explicit_root, dry_run=getattr(args, "dry_run", False),
-                 given=given)
-    return 0
-
-
-def build_parser(script: str = "kd_datafree.py"):
-    p = base_parser(f"Data-free KD ({script}): DAFL, ZSKT, DFQ, DFAD, DeepInversion, CMI, Fast, Fast-Meta; "
-                    "flags of CMI / Fast-Datafree datafree_kd.py")
-    add_datafree_arguments(p, ENGINE_METHODS)
-    return p
-
-
 def main(argv: list[str] | None = None, script: str = "kd_datafree.py") -> None:
-    def _main(args_list: list[str]) -> int:
-        parser = build_parser(script)
-        args = parser.parse_args(args_list)
-        if "method" not in vars(args):
-            parser.error(f"--method is required ({', '.join(ENGINE_METHODS)})")
-        _device_from_gpu(args)
-        values = preset(args.method)
-        return _run(resolve_config(DataFreeConfig, values, args), args, values)
+    def pick(args) -> dict[str, Any]:
+        method = user_values(args, ["method"]).get("method")
+        if method is None:
+            raise ConfigError(f"--method is required ({', '.join(ENGINE_METHODS)})")
+        return preset(method)
 
-    run_cli(_main, argv)
+    def adjust(cfg, given, args) -> None:
+        _adjust(cfg, given, args, IGNORED)
+        if cfg.method == "rgal":
+            raise ConfigError("--method rgal runs with classification/rgal.py (RGAL's own flags and presets)")
+
+    recipe_main(DataFreeRecipe, CLASSIFICATION, script=script.removesuffix(".py"), preset=pick,
+                help_preset=load_preset("datafree")["common"], aliases=DATAFREE_FLAGS,
+                compat=dict(gpu=True, no_cuda=False, fp16=True), extend_parser=_accepted_flags(IGNORED),
+                adjust=adjust, argv=argv,
+                description=f"Data-free KD ({script}): DAFL, ZSKT, DFQ, DFAD, DeepInversion, CMI, Fast, Fast-Meta; "
+                            "flags of CMI / Fast-Datafree datafree_kd.py")
 
 
 # -- RGAL ------------------------------------------------------------------------------------------------------------
-def build_rgal_parser():
-    p = base_parser("RGAL: relation-guided adversarial learning for data-free KD; flags of RGAL's main.py")
-    add_datafree_arguments(p, ("rgal",))
-    g = p.add_argument_group("RGAL (main.py flags)")
-    g.add_argument("--triplet", type=float, help="synthesis triplet weight")
-    g.add_argument("--striplet", type=float, help="student triplet weight")
-    g.add_argument("--triplet_target", choices=("student", "teacher"), help="whose blocks feed the synthesis triplet")
-    g.add_argument("--striplet_feature", help="student triplet features: substrings features, global, logits")
-    g.add_argument("--start_layer", type=int, help="first block used by the triplet terms")
-    g.add_argument("--end_layer", type=int, help="block after the last one used by the triplet terms")
-    g.add_argument("--balanced_sampling", action="store_true", help="balanced (focal) negative sampler, synthesis")
-    g.add_argument("--pair_sample", action="store_true", help="two augmented views of every pooled image")
-    g.add_argument("--cd_loss", type=float, help="channel-distillation weight (1x1 adapters on all blocks)")
-    g.add_argument("--gram_loss", type=float, help="Gram loss weight")
-    g.add_argument("--custom_steps", type=float, help="fraction of epochs with the CD / Gram / student triplet terms")
-    g.add_argument("--sampling", help="accepted; unused by the original")
-    g.add_argument("--fmix", action="store_true", help="accepted; FMix mixing of KD batches is not implemented")
-    g.add_argument("--cmi", action="store_true", help="accepted; use kd_datafree.py --method cmi for CMI")
-    g.add_argument("--end_epoch", type=int, help="accepted; unused")
-    k = p.add_argument_group("kdvision extensions (RGAL)")
-    k.add_argument("--synthesis_triplet_sign", choices=("code", "paper"),
-                   help="code: the released code's sign in synthesis (default); paper: the paper's opposite sign")
-    k.add_argument("--balanced_sampling_student", action="store_true",
-                   help="balanced sampler in the student triplet too (the original: distance-weighted only)")
-    return p
+RGAL_FLAGS = {**DATAFREE_FLAGS}
 
 
 def main_rgal(argv: list[str] | None = None) -> None:
-    def _main(args_list: list[str]) -> int:
-        args = build_rgal_parser().parse_args(args_list)
-        _device_from_gpu(args)
-        values = load_preset("rgal")
-        cfg = resolve_config(DataFreeConfig, values, args)
-        given = set(vars(args))
-        for flag in ("act", "sampling", "fmix", "cmi", "end_epoch"):
-            if flag in given:
-                print(f"warning: --{flag} has no effect in rgal.py"
-                      + (" (use kd_datafree.py --method cmi)" if flag == "cmi" else " (unused by the original too)"
-                         if flag in ("act", "sampling", "end_epoch") else " (not implemented)"))
+    values = load_preset("rgal")
+
+    def adjust(cfg: DataFreeConfig, given: set[str], args) -> None:
+        _adjust(cfg, given, args, {**IGNORED, **RGAL_IGNORED})
+        if cfg.method != "rgal":
+            raise ConfigError(f"rgal.py runs RGAL only (method {cfg.method!r}: use kd_datafree.py --method "
+                              f"{cfg.method})")
+        if "act" in given:
+            warn("--act has no effect in rgal.py (unused by the original too)")
+            cfg.act = 0.0
         if "momentum" in given:
-            print(f"note: --momentum {cfg.momentum:g} is honoured (RGAL's main.py ignored it and used 0.9)")
+            note(f"--momentum {cfg.momentum:g} is honoured (RGAL's main.py ignored it and used 0.9)")
         if cfg.adv == cfg.bn == cfg.oh == cfg.triplet == cfg.balance == 0:
             raise ConfigError("every synthesis weight (--adv --bn --oh --triplet --balance) is 0, as in main.py's "
                               "defaults: nothing would shape the synthetic images; pass the README's weights or "
                               "--config classification/src/kdvision/classification/configs/rgal_cifar10.yaml")
-        return _run(cfg, args, values)
 
-    run_cli(_main, argv)
+    recipe_main(DataFreeRecipe, CLASSIFICATION, script="rgal", preset=values, aliases=RGAL_FLAGS,
+                compat=dict(gpu=True, no_cuda=False, fp16=True),
+                extend_parser=_accepted_flags({**IGNORED, **RGAL_IGNORED}), adjust=adjust, argv=argv,
+                description="RGAL: relation-guided adversarial learning for data-free KD; flags of RGAL's main.py")

@@ -80,3 +80,9 @@ def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:
                 aliases=TEACHER_FLAGS, compat=dict(gpu=True, no_cuda=True, fp16=False), argv=argv,
                 description=f"Supervised teacher training (recipe {recipe}); flags of DFAD's train_teacher.py and "
                             "MosaicKD's train_scratch.py")
+
+
+def run(cfg: TeacherConfig, *, given: set[str] = frozenset(), dry_run: bool = False, overwrite: bool = False) -> dict:
+    """Programmatic entry: train (or dry-run) the teacher ``cfg`` describes."""
+    return TeacherRecipe(cfg, CLASSIFICATION, script="train_teacher", given=given, dry_run=dry_run,
+                         overwrite=overwrite).run()

@@ -77,7 +77,7 @@ class RunContext:
             return None
         path = self.output / "checkpoints" / "last.pt" if self.cfg.resume == "auto" else Path(self.cfg.resume)
         if not path.is_file():
-            raise KDVisionError(f"--resume: no checkpoint at {path}")
+            raise KDVisionError(f"--resume: no checkpoint to resume from at {path}")
         return path
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:

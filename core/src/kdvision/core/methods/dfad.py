@@ -45,7 +45,7 @@ def dfad_optimizers(lr_S: float, lr_G: float, weight_decay: float, momentum: flo
                     ) -> tuple[OptimizerSpec, OptimizerSpec]:
     """The original's optimisers: SGD for S (momentum, weight decay), Adam(0.9, 0.999) for G (no decay)."""
     return (OptimizerSpec("sgd", lr=lr_S, momentum=momentum, weight_decay=weight_decay),
-            OptimizerSpec("adam", lr=lr_G, betas=(0.9, 0.999)))
+            OptimizerSpec("adam", lr=lr_G, betas=(0.9, 0.999), foreach=True))
 
 
 class DFAD(Method):

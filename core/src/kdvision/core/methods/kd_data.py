@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..engine.distributed import DistInfo
 from ..engine.method import Method, freeze
-from .dfad import apply_lr_schedule, discrepancy
+from ..engine.optim import LRSchedule, OptimizerSpec
+from .dfad import discrepancy
 
 
 class StreamSampler(Sampler[int]):
@@ -45,9 +46,8 @@ class StreamSampler(Sampler[int]):
 class DataKD(Method):
     name = "kd"
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, images: Dataset, *, batch_size: int, lr_S: float,
-                 weight_decay: float, momentum: float = 0.9, student_steps: int = 5,
-                 lr_decay_epochs: list[int] | None = None, lr_decay_gamma: float = 0.1, seed: int = 0,
+    def __init__(self, teacher: nn.Module, student: nn.Module, images: Dataset, *, batch_size: int,
+                 opt_S: OptimizerSpec, schedule: LRSchedule, student_steps: int, seed: int,
                  dist: DistInfo = DistInfo(), workers: int = 0, task: str = "classification",
                  device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
                  sample_count: int = 16) -> None:
@@ -60,10 +60,7 @@ class DataKD(Method):
         self.images, self.batch_size, self.student_steps = images, batch_size, student_steps
         self.seed, self.dist, self.workers = seed, dist, workers
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.lr_decay_epochs, self.lr_decay_gamma = list(lr_decay_epochs or []), lr_decay_gamma
-        self.opt_S = torch.optim.SGD(student.parameters(), lr=lr_S, momentum=momentum, weight_decay=weight_decay,
-                                     foreach=True)
-        self.base_lr = lr_S
+        self.add_optimizer("student", student.parameters(), opt_S, schedule)
         self.consumed = 0  # images taken from the stream by this rank
         self._batches: Iterator | None = None
         self.sample_x = torch.stack([self._image(images[i]) for i in range(min(sample_count, len(images)))])
@@ -81,12 +78,6 @@ class DataKD(Method):
     def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"student": self.opt_S}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        apply_lr_schedule({self.opt_S: self.base_lr}, epoch, self.lr_decay_epochs, self.lr_decay_gamma)
-
     def train_step(self) -> dict[str, torch.Tensor]:
         if self._batches is None:
             self._batches = self._stream()
@@ -99,9 +90,7 @@ class DataKD(Method):
                 t = self.teacher(x)
             with self.autocast():
                 loss = discrepancy(self.student(x), t)
-            self.opt_S.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_S.step()
+            self.update("student", loss)
         return {"loss_S": loss.detach()}
 
     def sample_images(self) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 detectron2's ``DefaultTrainer`` with its ``build_*`` methods is the model. :meth:`Recipe.run` is the one driver:
 
-1. prologue checks (:meth:`check`; the config was validated when it was resolved),
+1. the config's ``validate()`` and the prologue checks (:meth:`check`),
 2. the run context (device, processes, seed; the output directory is chosen and checked, not yet created),
 3. players (:meth:`build_players`) and the evaluator (:meth:`build_evaluator`),
 4. DDP / ``torch.compile`` of the trained players (:meth:`parallel_players`; one policy for every recipe),
@@ -139,6 +139,7 @@ class Recipe:
             self.players[key] = module
 
     def run(self) -> dict[str, Any]:
+        self.cfg.validate()
         self.check()
         self.ctx = RunContext(self.cfg, script=self.script, dry_run=self.dry_run, overwrite=self.overwrite)
         try:
@@ -193,7 +194,6 @@ def recipe_main(recipe: type[Recipe], task: TaskAdapter | Callable[[Any], TaskAd
         cfg, given = resolve(recipe.config_class, values, args)
         if adjust is not None:
             adjust(cfg, given, args)
-        cfg.validate()
         adapter = task(cfg) if callable(task) and not isinstance(task, TaskAdapter) else task
         recipe(cfg, adapter, script=script, given=given, explicit_root="data_root" in given,
                dry_run=getattr(args, "dry_run", False), overwrite=getattr(args, "overwrite", False)).run()
