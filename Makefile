@@ -10,7 +10,7 @@ export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test test-quick test-gpu bench clean
+.PHONY: install demo test test-quick test-gpu bench dist clean
 
 install: $(STAMP)
 
@@ -35,6 +35,16 @@ test-gpu: install
 bench: install
 	$(PY) benchmarks/bench_dfad.py --data_root $(DATA)
 	$(PY) benchmarks/bench_datafree.py --quick
+
+# One wheel per distribution (the six subpackages and the meta-package), each with its own version, built by
+# poetry-core in pip's isolated build environment. Needs only pip: no `make install` (no torch) required.
+# $(DIST) is rebuilt from scratch, so stale wheels of other versions never linger.
+DIST ?= dist
+dist:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -rf "$(DIST)"
+	$(PY) -m pip wheel --no-deps --no-cache-dir -q -w "$(DIST)" $(addprefix ./,$(SUBPACKAGES)) .
+	@ls -l "$(DIST)"/*.whl
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
