@@ -16,12 +16,14 @@ from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, Tens
                    dataset_splits, find_split, get_dataset, is_embedded, list_datasets)
 from .normalization import NORMALIZATION, dataset_normalization, normalization
 from .resize import resize_uint8_like_pil
+from .stream import StreamLoader, StreamSampler
 
 # Importing the readers registers them.
 from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
 
 __all__ = [
-    "DATASETS", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "TensorImageDataset",
+    "DATASETS", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",
+    "TensorImageDataset",
     "dataset_normalization", "dataset_spec", "dataset_splits", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
     "resize_uint8_like_pil",
 ]

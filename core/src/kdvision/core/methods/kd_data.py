@@ -13,34 +13,13 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from ..data.stream import StreamSampler
 from ..engine.distributed import DistInfo
 from ..engine.method import Method, freeze
 from ..engine.optim import LRSchedule, OptimizerSpec
 from .dfad import discrepancy
-
-
-class StreamSampler(Sampler[int]):
-    """An endless stream of indices: pass k is a permutation seeded with ``seed + k``; starts at ``offset`` images
-    into the stream. Under torchrun each rank takes every ``world_size``-th index of the same stream."""
-
-    def __init__(self, n: int, seed: int, offset: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.seed, self.offset, self.rank, self.world_size = n, seed, offset, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        j = self.offset * self.world_size + self.rank  # global position in the stream
-        current, perm = -1, []
-        while True:
-            k, i = divmod(j, self.n)
-            if k != current:
-                current = k
-                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + k)).tolist()
-            yield perm[i]
-            j += self.world_size
-
-    def __len__(self) -> int:  # endless; DataLoader only needs it for len(loader), which we never ask
-        return 2**62
 
 
 class DataKD(Method):

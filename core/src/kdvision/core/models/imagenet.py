@@ -15,6 +15,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _META = dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
+_LAYER4_BLOCKS = {18: 2, 34: 3, 50: 3, 101: 3}
+
+
 def _register_resnet(depth: int) -> None:
     ctor = getattr(tvm, f"resnet{depth}")
 
@@ -24,7 +27,11 @@ def _register_resnet(depth: int) -> None:
     name = f"resnet{depth}_imagenet"
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"torchvision ResNet-{depth} (``fc`` head, ``downsample`` shortcuts), random init."
-    MODELS.add(name, build, family="torchvision_resnet", blocks=("layer1", "layer2", "layer3", "layer4"), **_META)
+    # taps.py: pre-ReLU final feature = last BN of layer4's last block + its identity (the previous block's output;
+    # layer4's last block has no downsample). torchvision adds in place (``out += identity``), taps.py copes.
+    last, bn = _LAYER4_BLOCKS[depth] - 1, "bn2" if depth < 50 else "bn3"
+    MODELS.add(name, build, family="torchvision_resnet", blocks=("layer1", "layer2", "layer3", "layer4"),
+               feature_map=("avgpool", "input"), pre_relu=(f"layer4.{last}.{bn}", f"layer4.{last - 1}"), **_META)
     globals()[name] = build
 
 
@@ -33,7 +40,10 @@ for _depth in (18, 34, 50, 101):
 
 
 @MODELS.register("mobilenetv2_imagenet", family="torchvision_mobilenetv2",
-                 blocks=("features.3", "features.6", "features.13", "features.17"), **_META)
+                 blocks=("features.3", "features.6", "features.13", "features.17"),
+                 # forward pools F.adaptive_avg_pool2d(features(x)); the last 1×1 conv's BN precedes a ReLU6 (KDEP)
+                 feature_map=("features", "output"), pre_relu=("features.18.1",), pre_relu_activation="relu6",
+                 **_META)
 def mobilenetv2_imagenet(num_classes: int = 1000, **kwargs) -> nn.Module:
     """torchvision MobileNetV2 (``features.*``, ``classifier.1``), random init; CMI's ``mobilenetv2`` entry."""
     return tvm.mobilenet_v2(weights=None, num_classes=num_classes, **kwargs)

@@ -39,8 +39,10 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
+# feature_map / pre_relu (taps.py): none. LeNet does not pool globally (it flattens conv3's map into an MLP) and
+# applies its ReLUs functionally, so no module's input or output is the final map.
 _META = dict(input_size=(1, 32, 32), family="lenet", mean=MNIST_MEAN, std=MNIST_STD,
-             blocks=("conv1", "conv2", "conv3"))
+             blocks=("conv1", "conv2", "conv3"), feature_map=None, pre_relu=None)
 
 
 @MODELS.register("lenet5", **_META)

@@ -85,6 +85,7 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 
 @MODELS.register("mobilenetv2", aliases=("MobileNetV2", "mobile_half"), input_size=(3, 32, 32),
-                 family="repdistiller_mobilenetv2", blocks=("blocks.1", "blocks.2", "blocks.4", "blocks.6"))
+                 family="repdistiller_mobilenetv2", blocks=("blocks.1", "blocks.2", "blocks.4", "blocks.6"),
+                 feature_map=("avgpool", "input"), pre_relu=("conv2.1",))
 def mobilenetv2(num_classes: int = 10, width_mult: float = 0.5, in_channels: int = 3) -> MobileNetV2Cifar:
     return MobileNetV2Cifar(num_classes, width_mult=width_mult, expansion=6, in_channels=in_channels)

@@ -68,14 +68,16 @@ class CifarResNet(nn.Module):
         return self.linear(out)
 
 
-_META = dict(input_size=(3, 32, 32), family="cifar_resnet", blocks=("layer1", "layer2", "layer3", "layer4"))
+_META = dict(input_size=(3, 32, 32), family="cifar_resnet", blocks=("layer1", "layer2", "layer3", "layer4"),
+             feature_map=("avgpool", "input"))
+# pre_relu (taps.py): the final feature before its ReLU is bn2 + shortcut of layer4's last block
 
 
-@MODELS.register("resnet18", aliases=("resnet18_8x",), **_META)
+@MODELS.register("resnet18", aliases=("resnet18_8x",), pre_relu=("layer4.1.bn2", "layer4.1.shortcut"), **_META)
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     return CifarResNet((2, 2, 2, 2), num_classes, in_channels)
 
 
-@MODELS.register("resnet34", aliases=("resnet34_8x",), **_META)
+@MODELS.register("resnet34", aliases=("resnet34_8x",), pre_relu=("layer4.2.bn2", "layer4.2.shortcut"), **_META)
 def resnet34(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     return CifarResNet((3, 4, 6, 3), num_classes, in_channels)

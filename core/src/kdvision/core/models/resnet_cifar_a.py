@@ -111,8 +111,10 @@ def _register(depth: int) -> None:
 
     build.__name__ = build.__qualname__ = f"resnet{depth}_a"
     build.__doc__ = f"He et al. CIFAR ResNet-{depth} with option-A (parameter-free) shortcuts."
+    last = f"layer3.{(depth - 2) // 6 - 1}"  # taps.py: pre-ReLU final feature = bn2 + shortcut of the last block
     MODELS.add(f"resnet{depth}_a", build, input_size=(3, 32, 32), family="cifar_resnet_optiona",
-               mean=IMAGENET_MEAN, std=IMAGENET_STD, blocks=("layer1", "layer2", "layer3"))
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, blocks=("layer1", "layer2", "layer3"),
+               feature_map=("avgpool", "input"), pre_relu=(f"{last}.bn2", f"{last}.shortcut"))
     globals()[build.__name__] = build
 
 

@@ -94,8 +94,13 @@ def _register(name: str) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"RepDistiller CIFAR ResNet-{depth}, widths {widths}."
+    # taps.py: pre-ReLU final feature = bn2 of the last block + its identity, which is the ``downsample`` output
+    # where the block has one (n = 1) and else the block's input, i.e. the previous block's output
+    n = (depth - 2) // 6
+    identity = "layer3.0.downsample" if n == 1 else f"layer3.{n - 2}"
     MODELS.add(name, build, input_size=(3, 32, 32), family="repdistiller_resnet",
-               blocks=("layer1", "layer2", "layer3"))
+               blocks=("layer1", "layer2", "layer3"), feature_map=("avgpool", "input"),
+               pre_relu=(f"layer3.{n - 1}.bn2", identity))
     globals()[name] = build
 
 

@@ -178,12 +178,13 @@ class ShuffleNetV2(nn.Module):
 
 
 @MODELS.register("shufflenetv1", aliases=("ShuffleV1",), input_size=(3, 32, 32), family="repdistiller_shufflenet",
-                 blocks=("layer1", "layer2", "layer3"))
+                 blocks=("layer1", "layer2", "layer3"), feature_map=("avgpool", "input"),
+                 pre_relu=("layer3.3.bn3", "layer3.3.shortcut"))
 def shufflenetv1(num_classes: int = 10, in_channels: int = 3) -> ShuffleNetV1:
     return ShuffleNetV1((240, 480, 960), (4, 8, 4), groups=3, num_classes=num_classes, in_channels=in_channels)
 
 
 @MODELS.register("shufflenetv2", aliases=("ShuffleV2",), input_size=(3, 32, 32), family="repdistiller_shufflenet",
-                 blocks=("layer1", "layer2", "layer3"))
+                 blocks=("layer1", "layer2", "layer3"), feature_map=("avgpool", "input"), pre_relu=("bn2",))
 def shufflenetv2(num_classes: int = 10, net_size: float = 1, in_channels: int = 3) -> ShuffleNetV2:
     return ShuffleNetV2(net_size, num_classes=num_classes, in_channels=in_channels)

@@ -72,7 +72,8 @@ def _register(name: str) -> None:
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"{name.upper()} with BatchNorm, CIFAR layout."
     MODELS.add(name, build, aliases=(f"{name}_bn",), input_size=(3, 32, 32), family="vgg_bn",
-               blocks=("block0", "block1", "block2", "block3", "block4"))
+               blocks=("block0", "block1", "block2", "block3", "block4"), feature_map=("pool4", "input"),
+               pre_relu=("block4",))
     globals()[name] = build
 
 

@@ -88,7 +88,8 @@ def _register(depth: int, k: int) -> None:
     build.__name__ = build.__qualname__ = f"wrn{depth}_{k}"
     build.__doc__ = f"WRN-{depth}-{k} (CIFAR)."
     MODELS.add(f"wrn{depth}_{k}", build, aliases=(f"wrn_{depth}_{k}",),
-               input_size=(3, 32, 32), family="wrn", blocks=("block1", "block2", "block3"))
+               input_size=(3, 32, 32), family="wrn", blocks=("block1", "block2", "block3"),
+               feature_map=("avgpool", "input"), pre_relu=("bn1",))
     globals()[build.__name__] = build
 
 
