@@ -79,6 +79,73 @@ def test_missing_and_unsafe_files(tmp_path):
         extract_state_dict(read_checkpoint(tmp_path / "empty.pt"))
 
 
+class Pickled:  # a class instance in a checkpoint: code the loader must refuse to import
+    def __init__(self):
+        self.x = 1
+
+
+def pickled_function():
+    return 1
+
+
+def _write_checkpoint_cases(tmp_path):
+    (tmp_path / "notes.txt").write_text("these are my notes\nnot a checkpoint\n")
+    torch.save({"state_dict": Tiny().state_dict(), "extra": Pickled()}, tmp_path / "instance.pt")
+    torch.save({"state_dict": Tiny().state_dict(), "hook": pickled_function}, tmp_path / "function.pt")
+    torch.save(Tiny(), tmp_path / "module.pt")  # a whole pickled model (its class is code too)
+    torch.save(Tiny().state_dict(), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    torch.save(Tiny().state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "legacy.pt").read_bytes()
+    (tmp_path / "truncated_legacy.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "zero.pt").write_bytes(b"")
+    (tmp_path / "random.pt").write_bytes(bytes(range(1, 256)) * 4)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("notes.txt", "a text file, not a PyTorch checkpoint"),
+    ("instance.pt", f"contains pickled code objects ({__name__}.Pickled; refused: only tensors and plain "
+                    "containers are loaded)"),
+    ("function.pt", f"contains pickled code objects ({__name__}.pickled_function; refused: only tensors and "
+                    "plain containers are loaded)"),
+    ("module.pt", f"contains pickled code objects ({__name__}.Tiny; refused"),
+    ("truncated.pt", "truncated or corrupt"),
+    ("truncated_legacy.pt", "truncated or corrupt"),
+    ("zero.pt", "empty file (0 bytes), not a PyTorch checkpoint"),
+    ("random.pt", "unknown format (neither a zip archive nor a pickle), not a PyTorch checkpoint"),
+])
+def test_unreadable_checkpoints_say_what_the_file_is(tmp_path, name, expected):
+    _write_checkpoint_cases(tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path / name)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read checkpoint {tmp_path / name}: {expected}"), msg
+    assert "\n" not in msg
+    assert "weights_only" not in msg and "trust" not in msg.lower() and "safe_globals" not in msg
+    # nothing of PyTorch's advice travels along in the exception chain either (seen with --debug)
+    assert err.value.__cause__ is None and err.value.__context__ is None
+    # the good files still load
+    assert set(read_checkpoint(tmp_path / "good.pt")) == set(Tiny().state_dict())
+    assert set(read_checkpoint(tmp_path / "legacy.pt")) == set(Tiny().state_dict())
+
+
+def test_plain_pickles_are_not_checkpoints_and_their_code_is_named(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    for protocol in (2, 4):
+        with open(tmp_path / f"evil{protocol}.pt", "wb") as fh:
+            pickle.dump({"state_dict": Evil()}, fh, protocol=protocol)
+        with pytest.raises(CheckpointError, match=rf"contains pickled code objects \({os.system.__module__}\.system;"):
+            read_checkpoint(tmp_path / f"evil{protocol}.pt")
+    with open(tmp_path / "plain.pkl", "wb") as fh:
+        pickle.dump({"a": 1}, fh, protocol=4)
+    with pytest.raises(CheckpointError, match="a plain Python pickle, not a PyTorch checkpoint$"):
+        read_checkpoint(tmp_path / "plain.pkl")
+
+
 def test_atomic_save_keeps_previous_file_on_failure(tmp_path):
     path = tmp_path / "last.pt"
     save_atomic({"a": torch.ones(2)}, path)

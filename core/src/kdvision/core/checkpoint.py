@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
@@ -27,15 +28,158 @@ _SHOW = 3  # keys named per category in a mismatch error
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """Read a checkpoint file safely (``weights_only=True``, mapped to the CPU)."""
+    """Read a checkpoint file safely (``weights_only=True``, mapped to the CPU).
+
+    A file that is refused or unreadable is one :class:`CheckpointError` line that says what the file is (empty,
+    text, not a checkpoint, truncated or corrupt, holding pickled code objects); PyTorch's advice to retry with
+    ``weights_only=False`` (running the file's code) is never repeated.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's note on pickle protocols says nothing about the file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated files, non-torch files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from exc
+        reason = _diagnose(path, exc)
+    raise CheckpointError(f"cannot read checkpoint {path}: {reason}")
+
+
+# -- why a file is not a readable checkpoint ----------------------------------------------------------------------
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy (non-zip) format
+_REFUSED = "refused: only tensors and plain containers are loaded"
+_CORRUPT = "truncated or corrupt"
+_GLOBAL_OPS = {"GLOBAL", "STACK_GLOBAL", "INST"}
+_CALL_OPS = {"REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"}
+
+
+def _allowed_globals() -> set[str]:
+    try:  # the weights-only unpickler's own allowlist (private API; fall back to a conservative rule)
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+        allowed |= {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()
+                    if hasattr(g, "__module__") and hasattr(g, "__qualname__")}
+        return allowed
+    except Exception:  # noqa: BLE001
+        return set()
+
+
+def _scan_pickles(data: bytes) -> tuple[list[list[tuple[str, Any]]], bool]:
+    """The opcodes (name, arg) of the consecutive pickles at the start of ``data`` (torch's legacy format is
+    several pickles followed by raw storage bytes), without executing anything; and whether the first one
+    ended with STOP (False: a truncated or corrupt stream)."""
+    import io
+    import pickletools
+
+    stream, pickles = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        start, ops = stream.tell(), []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                ops.append((op.name, arg))
+        except Exception:  # noqa: BLE001 - ValueError on bad opcodes/short data, anything else alike
+            if not pickles:
+                return [ops], False
+            break  # trailing raw storage bytes after the last pickle
+        if not ops or ops[-1][0] != "STOP" or stream.tell() == start:
+            break
+        pickles.append(ops)
+    return pickles, bool(pickles)
+
+
+def _globals_of(ops: list[tuple[str, Any]]) -> list[str]:
+    """Names of the globals a pickle imports (GLOBAL/INST carry them; STACK_GLOBAL takes the last two strings)."""
+    names, strings, memo = [], [], {}
+    for name, arg in ops:
+        if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
+                    "STRING"):
+            strings.append(str(arg))
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+            memo[arg] = strings[-1]
+        elif name == "MEMOIZE" and strings:
+            memo[len(memo)] = strings[-1]
+        elif name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+            strings.append(memo[arg])
+        if name in ("GLOBAL", "INST"):
+            names.append(str(arg).replace(" ", "."))
+        elif name == "STACK_GLOBAL":
+            names.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+    return names
+
+
+def _code_objects(pickles: list[list[tuple[str, Any]]]) -> list[str]:
+    allowed = _allowed_globals()
+    found: list[str] = []
+    for ops in pickles:
+        for g in _globals_of(ops):
+            safe = g in allowed if allowed else g.startswith(("torch.", "collections.OrderedDict"))
+            if not safe and g not in found:
+                found.append(g)
+    return found
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\n\r\f\v" for ch in text)
+
+
+def _code_reason(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+    return f"contains pickled code objects ({shown}; {_REFUSED})"
+
+
+def _diagnose(path: Path, exc: BaseException) -> str:
+    """One phrase for why ``torch.load(weights_only=True)`` failed on ``path``, from the file itself."""
+    import re
+    import zipfile
+
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if size == 0:
+            return "empty file (0 bytes), not a PyTorch checkpoint"
+        if head.startswith(b"PK\x03\x04"):
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    pkl = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                    if not pkl:
+                        return "a zip archive without data.pkl, not a PyTorch checkpoint"
+                    if zf.testzip() is not None:
+                        return _CORRUPT
+                    data = zf.read(pkl[0])
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError):
+                return _CORRUPT
+            pickles, complete = _scan_pickles(data)
+        elif head[:1] == b"\x80":  # a pickle (protocol 2+): torch's legacy format or a plain Python pickle
+            pickles, complete = _scan_pickles(path.read_bytes())
+            first = pickles[0] if pickles else []
+            legacy = len(first) > 1 and first[1] == ("LONG1", _TORCH_MAGIC)
+            if not legacy:
+                code = _code_objects(pickles)
+                if code:
+                    return _code_reason(code)
+                return _CORRUPT + " pickle" if not complete else "a plain Python pickle, not a PyTorch checkpoint"
+        elif _is_text(head):
+            return "a text file, not a PyTorch checkpoint"
+        else:
+            return "unknown format (neither a zip archive nor a pickle), not a PyTorch checkpoint"
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+    if refused:
+        return _code_reason([refused.group(1)])
+    code = _code_objects(pickles)
+    if code:
+        return _code_reason(code)
+    if not complete or isinstance(exc, (EOFError, RuntimeError)):
+        return _CORRUPT
+    return f"{_CORRUPT} ({type(exc).__name__})"
 
 
 def _is_state_dict(obj: Any) -> bool:
