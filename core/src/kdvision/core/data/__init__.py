@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, TensorImageDataset, dataset_spec,
                    dataset_splits, find_split, get_dataset, is_embedded, list_datasets)
+from .download import DOWNLOADABLE, download_dataset
 from .normalization import NORMALIZATION, dataset_normalization, normalization
 from .resize import resize_uint8_like_pil
 from .stream import StreamLoader, StreamSampler
@@ -22,8 +23,8 @@ from .stream import StreamLoader, StreamSampler
 from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
 
 __all__ = [
-    "DATASETS", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",
+    "DATASETS", "DOWNLOADABLE", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",
     "TensorImageDataset",
-    "dataset_normalization", "dataset_spec", "dataset_splits", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
+    "dataset_normalization", "dataset_spec", "dataset_splits", "download_dataset", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
     "resize_uint8_like_pil",
 ]

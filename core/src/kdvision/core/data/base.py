@@ -33,6 +33,12 @@ class DatasetSpec:
     std: tuple[float, ...]
     class_names: tuple[str, ...] | None = None
     task: str = "classification"  # or "segmentation": items are (image, mask H x W with 255 = ignore)
+    # The geometric part of the dataset's own training transform, in a form a batched augmenter of fixed-size
+    # images can apply (the data-free image pool: kdvision.core.synthesis.Augment.from_spec):
+    # RandomCrop(image_size, padding=train_crop_padding) (None: no crop) and RandomHorizontalFlip (train_hflip).
+    # The defaults mean no augmentation; each registration states its own.
+    train_crop_padding: int | None = None
+    train_hflip: bool = False
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -125,14 +131,14 @@ def require_root(root: str | os.PathLike | None, name: str, *, create: bool = Fa
         raise DataError(f"dataset {name!r} needs a data root (got none); pass --data_root")
     path = Path(root).expanduser()
     if not path.is_dir():
+        if path.exists():
+            raise DataError(f"data root {path} is not a directory")
         if create:
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 return path
             except OSError as exc:
                 raise DataError(f"cannot create data root {path}: {exc.strerror or exc}") from None
-        if path.exists():
-            raise DataError(f"data root {path} is not a directory")
         raise DataError(f"data root {path} does not exist")
     return path
 

@@ -40,7 +40,9 @@ from ..errors import DataError
 from .base import DATASETS, DatasetSpec, ImageListDataset, is_writable_dir, require_root, run_download, with_stats
 from .normalization import NORMALIZATION
 
-CALTECH101_SPEC = DatasetSpec("caltech101", 101, 3, (128, 128), *NORMALIZATION["half"])
+# Training transform Resize(128) -> RandomCrop(128) (no padding: on a 128 x 128 image only the flip remains) -> HFlip
+CALTECH101_SPEC = DatasetSpec("caltech101", 101, 3, (128, 128), *NORMALIZATION["half"],
+                              train_crop_padding=None, train_hflip=True)
 
 SPLIT_VERSION = 1
 SPLIT_FORMAT = "kdvision.caltech101_split"

@@ -33,10 +33,14 @@ CIFAR100_CLASSES = (
     "willow_tree", "wolf", "woman", "worm",
 )
 
-CIFAR10_SPEC = DatasetSpec("cifar10", 10, 3, (32, 32), *NORMALIZATION["cifar10"], class_names=CIFAR10_CLASSES)
-CIFAR100_SPEC = DatasetSpec("cifar100", 100, 3, (32, 32), *NORMALIZATION["cifar100"], class_names=CIFAR100_CLASSES)
+# training transform of every project: RandomCrop(32, padding=4) + RandomHorizontalFlip
+_CIFAR_TRAIN = dict(train_crop_padding=4, train_hflip=True)
+CIFAR10_SPEC = DatasetSpec("cifar10", 10, 3, (32, 32), *NORMALIZATION["cifar10"], class_names=CIFAR10_CLASSES,
+                           **_CIFAR_TRAIN)
+CIFAR100_SPEC = DatasetSpec("cifar100", 100, 3, (32, 32), *NORMALIZATION["cifar100"], class_names=CIFAR100_CLASSES,
+                            **_CIFAR_TRAIN)
 CIFAR10_SUBSET_SPEC = DatasetSpec("cifar10_test_subset", 10, 3, (32, 32), *NORMALIZATION["cifar10"],
-                                  class_names=CIFAR10_CLASSES)
+                                  class_names=CIFAR10_CLASSES, **_CIFAR_TRAIN)
 
 # folder, files per split, label key, torchvision class used for download=True
 _LAYOUT: dict[str, dict[str, Any]] = {

@@ -30,7 +30,8 @@ from .normalization import NORMALIZATION
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPEC = DatasetSpec("digits", 10, 1, (32, 32), *NORMALIZATION["digits"],
-                          class_names=tuple(str(i) for i in range(10)))
+                          class_names=tuple(str(i) for i in range(10)),
+                          train_crop_padding=None, train_hflip=False)  # like MNIST: digits are never flipped
 
 
 @functools.lru_cache(maxsize=1)

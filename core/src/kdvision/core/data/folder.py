@@ -13,7 +13,9 @@ from ..errors import ConfigError, DataError
 from .base import DATASETS, DatasetSpec, open_image, require_root, with_stats
 from .normalization import NORMALIZATION
 
-IMAGEFOLDER_SPEC = DatasetSpec("imagefolder", None, 3, (224, 224), *NORMALIZATION["imagenet"])
+# Training transform RandomResizedCrop + HFlip: only the flip has a fixed-size batched equivalent here.
+IMAGEFOLDER_SPEC = DatasetSpec("imagefolder", None, 3, (224, 224), *NORMALIZATION["imagenet"],
+                               train_crop_padding=None, train_hflip=True)
 
 
 def _find(root, split: str) -> bool:

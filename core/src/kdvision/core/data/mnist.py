@@ -27,6 +27,7 @@ MNIST_SPEC = DatasetSpec(
     name="mnist", num_classes=10, in_channels=1, image_size=(32, 32),
     mean=NORMALIZATION["mnist"][0], std=NORMALIZATION["mnist"][1],
     class_names=tuple(str(i) for i in range(10)),
+    train_crop_padding=None, train_hflip=False,  # DFAD trains on MNIST with its test transform (resize only)
 )
 
 

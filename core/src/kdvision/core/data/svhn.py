@@ -2,6 +2,7 @@
 
 ``X`` is (32, 32, 3, N) uint8, ``y`` is (N, 1) with digit 0 stored as 10; we map 10 → 0 as torchvision does.
 No training augmentation (CMI / MosaicKD use none for SVHN; flips would turn digits into other symbols).
+Default normalisation 0.5 / 0.5 per channel, as CMI and MosaicKD (``normalize="svhn"``: SVHN-train statistics).
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from ..errors import DataError
 from .base import DATASETS, DatasetSpec, TensorImageDataset, require_root, run_download, with_stats
 from .normalization import NORMALIZATION
 
-SVHN_SPEC = DatasetSpec("svhn", 10, 3, (32, 32), *NORMALIZATION["svhn"], class_names=tuple(str(i) for i in range(10)))
+# CMI and MosaicKD normalise SVHN with 0.5 / 0.5 per channel (datafree_engine.md §9.1) and train without
+# augmentation (§9.2). The SVHN-train statistics stay available as normalize="svhn".
+SVHN_SPEC = DatasetSpec("svhn", 10, 3, (32, 32), *NORMALIZATION["half"], class_names=tuple(str(i) for i in range(10)),
+                        train_crop_padding=None, train_hflip=False)
 
 
 def _file(root: Path, split: str) -> Path:
