@@ -15,9 +15,10 @@ from kdvision.core.losses import kldiv, triplet_loss
 from kdvision.core.methods.datafree import DataFreeKD, epoch_lr
 from kdvision.core.methods.rgal import RGALStudentTerms
 from kdvision.core.models import create_model, list_models, model_info
-from kdvision.core.synthesis import (AdvTripletSynthesizer, BestTracker, CMISynthesizer, DeepInversionSynthesizer,
-                                     FastMetaSynthesizer, FastSynthesizer, GenerativeSynthesizer, ImagePool,
-                                     Normalizer, crop_flip)
+from kdvision.core.data import dataset_spec, get_dataset
+from kdvision.core.synthesis import (CIFAR_AUGMENT, NO_AUGMENT, AdvTripletSynthesizer, Augment, BestTracker,
+                                     CMISynthesizer, DeepInversionSynthesizer, FastMetaSynthesizer, FastSynthesizer,
+                                     GenerativeSynthesizer, ImagePool, Normalizer, SynthesisViews, crop_flip)
 from kdvision.core.synthesis.inversion import reinit_first_layers
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -31,6 +32,10 @@ def small_pair(teacher="resnet8", student="resnet8", classes=10, seed=0):
 def common(batch=8, g_steps=2, bn=1.0, shape=(3, 32, 32), **kw):
     return dict(num_classes=10, image_shape=shape, mean=MEAN[: shape[0]], std=STD[: shape[0]], batch_size=batch,
                 g_steps=g_steps, device=torch.device("cpu"), bn=bn, **kw)
+
+
+def bn_layers(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def small_generator(nz=16, ngf=8, nc=3):
@@ -122,6 +127,108 @@ def test_pool_state_round_trip_continues_the_same_order():
     other.load_state_dict(state)
     torch.set_rng_state(rng)
     assert torch.equal(other.sample(5), first)
+
+
+def distinct_images(n: int, c: int = 3, size: int = 8) -> torch.Tensor:
+    """n images whose n·c·size² pixels all hold different values k/2048, k ≥ 1 (zero padding and mirrors are
+    recognisable, every crop names its source; exact in a float16 pool)."""
+    values = torch.randperm(2047)[: n * c * size * size] + 1
+    return (values.float() / 2048).view(n, c, size, size)
+
+
+def matches(samples: torch.Tensor, sources: torch.Tensor, padding: int) -> list[list[tuple[int, int, int, bool]]]:
+    """For every sample, the (source, dy, dx, flipped) whose crop of the zero-padded source it equals exactly."""
+    n, c, h, w = sources.shape
+    padded = F.pad(sources, (padding,) * 4)
+    cands, keys = [], []
+    for i in range(n):
+        for dy in range(2 * padding + 1):
+            for dx in range(2 * padding + 1):
+                crop = padded[i, :, dy:dy + h, dx:dx + w]
+                for flipped in (False, True):
+                    cands.append(crop.flip(-1) if flipped else crop)
+                    keys.append((i, dy, dx, flipped))
+    cands = torch.stack(cands)  # K x C x H x W
+    eq = (samples[:, None] == cands[None]).flatten(2).all(2)  # N x K
+    return [[keys[k] for k in torch.nonzero(row).flatten().tolist()] for row in eq]
+
+
+def pool_draws(pool: ImagePool, sources: torch.Tensor, draws: int, batch: int = 8) -> torch.Tensor:
+    pool.add(sources)
+    return torch.cat([pool.sample(batch) for _ in range(draws // batch)])
+
+
+@pytest.mark.parametrize("name", ["svhn", "mnist", "digits"])
+def test_digit_dataset_pools_never_flip_or_crop(name):
+    spec = dataset_spec(name)
+    augment = Augment.from_spec(spec)
+    assert augment == NO_AUGMENT and not augment.active
+    torch.manual_seed(0)
+    sources = distinct_images(3, c=spec.in_channels)
+    pool = ImagePool((spec.in_channels, 8, 8), dtype="float16", augment=augment)
+    samples = pool_draws(pool, sources, 120)
+    found = matches(samples, sources, padding=4)
+    # every sample is its source image untouched: offset (4, 4) of the padded image, never mirrored
+    assert all(m == [(m[0][0], 4, 4, False)] for m in found), [m for m in found if len(m) != 1 or m[0][3]]
+    assert sorted({m[0][0] for m in found}) == [0, 1, 2]
+
+
+def test_cifar_spec_pool_crops_with_padding_4_and_flips_half_the_time():
+    augment = Augment.from_spec(dataset_spec("cifar10"))
+    assert augment == CIFAR_AUGMENT == Augment() and augment.describe() == "RandomCrop(pad 4) + HFlip"
+    torch.manual_seed(0)
+    sources = distinct_images(3)
+    samples = pool_draws(ImagePool((3, 8, 8), dtype="float16", augment=augment), sources, 480)
+    found = matches(samples, sources, padding=4)
+    assert all(len(m) == 1 for m in found)  # each sample is exactly one crop (or mirrored crop) of one source
+    flips = sum(m[0][3] for m in found)
+    assert 200 <= flips <= 280, flips  # Binomial(480, 0.5): mean 240, sd 11
+    dys, dxs = {m[0][1] for m in found}, {m[0][2] for m in found}
+    assert dys == dxs == set(range(9))  # offsets 0..8: shifts of up to ±4 px, so padding 4, no more, no less
+    # the default pool is the CIFAR one, draw for draw
+    torch.manual_seed(3)
+    default = pool_draws(ImagePool((3, 8, 8)), sources, 48)
+    torch.manual_seed(3)
+    assert torch.equal(pool_draws(ImagePool((3, 8, 8), augment=augment), sources, 48), default)
+
+
+def test_augmentation_specs_follow_each_datasets_training_transform():
+    for name in ("cifar10", "cifar100", "cifar10_test_subset"):
+        assert Augment.from_spec(dataset_spec(name)) == Augment(crop_padding=4, hflip=True)
+    for name in ("mnist", "svhn", "digits"):
+        assert (dataset_spec(name).train_crop_padding, dataset_spec(name).train_hflip) == (None, False)
+    assert get_dataset("digits", None, "train", train_transform=True).augment is None  # its loader agrees
+    assert dataset_spec("svhn").mean == (0.5,) * 3 and dataset_spec("svhn").std == (0.5,) * 3  # CMI / MosaicKD
+    flip_only = Augment(crop_padding=None, hflip=True)
+    torch.manual_seed(0)
+    x = distinct_images(8)
+    out = flip_only(x)
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(-1)) for o, i in zip(out, x))
+    assert any(not torch.equal(o, i) for o, i in zip(out, x))  # and some are mirrored
+    assert NO_AUGMENT(x) is x
+    with pytest.raises(ValueError, match="crop_padding"):
+        Augment(crop_padding=-1)
+
+
+def test_kornia_views_follow_the_augmentation():
+    import kornia.augmentation as K
+
+    norm = Normalizer((0.0,) * 3, (1.0,) * 3)
+    kinds = lambda view: [type(op) for op in view.ops]  # noqa: E731
+    assert kinds(SynthesisViews((8, 8), norm, "global")) == [K.RandomCrop, K.RandomHorizontalFlip]
+    assert kinds(SynthesisViews((8, 8), norm, "local")) == [K.RandomResizedCrop, K.RandomHorizontalFlip]
+    svhn = Augment.from_spec(dataset_spec("svhn"))
+    still = SynthesisViews((8, 8), norm, "global", augment=svhn)
+    x = torch.rand(16, 3, 8, 8)
+    assert torch.equal(still(x), x)  # no crop, no flip
+    assert kinds(SynthesisViews((8, 8), norm, "local", augment=svhn)) == [K.RandomResizedCrop]
+    # a synthesizer hands its augmentation to its pool and to both views
+    T, S = small_pair()
+    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8, augment=svhn,
+                         **common(batch=4, g_steps=1))
+    assert syn.pool.augment == svhn and syn.global_view.augment == svhn and syn.local_view.augment == svhn
+    assert CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8,
+                          **common(batch=4, g_steps=1)).pool.augment == CIFAR_AUGMENT
 
 
 def test_normalizer_bounds_and_inverse():
@@ -241,9 +348,20 @@ def test_fast_warmup_switches_the_adversarial_term_on_at_the_original_round():
     T, S = small_pair()
     syn = FastSynthesizer(T, S, small_generator(), nz=16, lr_g=3e-3, lr_z=0.01, adv=1.1, warmup=3,
                           bn_momentum=0.9, **common(batch=4, g_steps=1))
-    has_adv = [("loss_adv" in syn.synthesize()) for _ in range(4)]
+    hook = syn.bn_hook
+    assert hook.state_dict()["ema_mean"] is None  # no momentum statistics before the first round
+    has_adv = []
+    for r in range(4):
+        before = hook.state_dict()
+        has_adv.append("loss_adv" in syn.synthesize())
+        after, last = hook.state_dict(), hook.stats  # the raw batch statistics of the round's last step
+        assert len(after["ema_mean"]) == len(after["ema_var"]) == len(last) == len(bn_layers(T)) > 0
+        for i, (mu, var) in enumerate(last):  # after each round: EMA <- 0.9 EMA + 0.1 batch (a copy at first)
+            em = mu if r == 0 else 0.9 * before["ema_mean"][i] + 0.1 * mu
+            ev = var if r == 0 else 0.9 * before["ema_var"][i] + 0.1 * var
+            torch.testing.assert_close(after["ema_mean"][i], em.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(after["ema_var"][i], ev.detach(), rtol=1e-5, atol=1e-6)
     assert has_adv == [False, False, True, True]  # 1-based round counter >= warmup, as in the original
-    assert syn.bn_hook.state_dict()  # momentum statistics exist after the rounds
 
 
 def test_fast_meta_fomaml_and_reptile_meta_gradients():

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..engine.method import freeze, unwrap
 from ..hooks import BNStatsHook
-from .augment import Normalizer
+from .augment import CIFAR_AUGMENT, Augment, Normalizer
 from .pool import ImagePool
 
 
@@ -126,13 +126,17 @@ class PoolSynthesizer(Synthesizer):
 
     ``pair_sample``: every sampled image comes as two independently augmented views (RGAL's ``--pair_sample``;
     a batch of ``n`` is then 2n images, the two halves from the same pool indices).
+    ``augment``: the in-domain dataset's training augmentation (``Augment.from_spec(spec)``), applied to pooled
+    images when sampled and, by the generator-based synthesizers, in their kornia views (default: CIFAR's).
     """
 
     uses_pool = True
 
-    def __init__(self, *args: Any, pool_dtype: str = "uint8", pair_sample: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pool_dtype: str = "uint8", pair_sample: bool = False,
+                 augment: Augment = CIFAR_AUGMENT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pool = ImagePool(self.image_shape, self.device, dtype=pool_dtype)
+        self.augment = augment
+        self.pool = ImagePool(self.image_shape, self.device, dtype=pool_dtype, augment=augment)
         self.pair_sample = pair_sample
 
     def sample(self, n: int) -> torch.Tensor:

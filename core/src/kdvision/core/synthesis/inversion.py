@@ -110,7 +110,7 @@ class GeneratorInversion(PoolSynthesizer):
         self.lr_g, self.lr_z = lr_g, lr_z
         self.adv, self.oh = adv, oh
         self.z: torch.Tensor | None = None  # the last round's latent codes
-        self.global_view = SynthesisViews(self.image_shape[1:], self.normalizer, "global")
+        self.global_view = SynthesisViews(self.image_shape[1:], self.normalizer, "global", augment=self.augment)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator}
@@ -194,7 +194,7 @@ class CMISynthesizer(GeneratorInversion):
         self.head = ProjectionHead(self.feature_dim, out_dim=head_dim).to(self.device)
         self.opt_head = build_optimizer(self.head.parameters(), OptimizerSpec("adam", lr=self.lr_g))
         self.bank = MemoryBank(bank_size, 2 * self.feature_dim, device=self.device)  # rows [local ; global]
-        self.local_view = SynthesisViews(self.image_shape[1:], self.normalizer, "local")
+        self.local_view = SynthesisViews(self.image_shape[1:], self.normalizer, "local", augment=self.augment)
 
     def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "head": self.head, "bank": self.bank}

@@ -4,7 +4,9 @@ The CMI-lineage engines wrote every synthesized image as a PNG, rebuilt a DataLo
 every round, and decoded and augmented each image on the CPU again at every use. Here the pool is one uint8 tensor
 on the training device (51,200 CIFAR images = 157 MB), images are quantised exactly as the PNG round trip did
 (``uint8(clamp(x, 0, 1) · 255)``, truncating), and a KD batch is a gather plus the batched training augmentation
-(:func:`~kdvision.core.synthesis.augment.crop_flip`, RandomCrop pad 4 + HFlip) and normalisation.
+and normalisation. The augmentation is the in-domain dataset's own training transform, as the originals applied
+it to the PNGs read back: ``ImagePool(shape, augment=Augment.from_spec(dataset_spec(name)))`` (CIFAR, the default:
+RandomCrop pad 4 + HFlip by :func:`~kdvision.core.synthesis.augment.crop_flip`; SVHN, MNIST, digits: none).
 
 Sampling follows the original loader's order law: after every ``add`` a fresh random permutation of the whole pool
 is walked batch by batch (``shuffle=True``); when it runs out, a new permutation continues it. Batches are always
@@ -17,20 +19,25 @@ from typing import Any
 
 import torch
 
-from .augment import Normalizer, crop_flip
+from .augment import CIFAR_AUGMENT, Augment, Normalizer
 
 DTYPES = {"uint8": torch.uint8, "float16": torch.float16}
 
 
 class ImagePool:
+    """``augment``: the training augmentation applied to sampled batches (default: CIFAR's RandomCrop pad 4 +
+    HFlip; pass ``Augment.from_spec(spec)`` for the in-domain dataset's own)."""
+
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
-                 dtype: str = "uint8", padding: int = 4, flip: bool = True) -> None:
+                 dtype: str = "uint8", augment: Augment = CIFAR_AUGMENT) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"unknown pool dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+        if not isinstance(augment, Augment):
+            raise TypeError(f"augment must be an Augment, got {type(augment).__name__}")
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.padding, self.flip = padding, flip
+        self.augment = augment
         self._data = torch.empty((0, *self.image_shape), dtype=DTYPES[dtype], device=self.device)
         self._size = 0
         self._perm = torch.empty(0, dtype=torch.long, device=self.device)
@@ -85,13 +92,13 @@ class ImagePool:
     def sample(self, n: int, normalizer: Normalizer | None = None, augment: bool = True,
                views: int = 1) -> torch.Tensor:
         """``n`` images (``views`` independently augmented copies of each, stacked view after view: n·views rows),
-        as float, normalised when a normalizer is given."""
+        as float, normalised when a normalizer is given; ``augment=False`` skips the pool's augmentation."""
         if self._size == 0:
             raise RuntimeError("the image pool is empty: synthesize() must run before sample()")
         stored = self._data[self._indices(n)]
         out = []
         for _ in range(views):
-            x = crop_flip(stored, self.padding, self.flip) if augment else stored
+            x = self.augment(stored) if augment else stored
             x = self.decode(x)
             out.append(normalizer(x) if normalizer is not None else x)
         return out[0] if views == 1 else torch.cat(out)

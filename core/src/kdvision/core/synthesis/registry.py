@@ -10,6 +10,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..registry import Registry
+from .augment import Augment
 from .generative import GenerativeSynthesizer
 from .inversion import CMISynthesizer, DeepInversionSynthesizer, FastMetaSynthesizer, FastSynthesizer
 from .rgal import AdvTripletSynthesizer
@@ -80,9 +81,16 @@ def synthesizer_uses_generator(method: str) -> bool:
 
 
 def build_synthesizer(cfg, teacher: nn.Module, student: nn.Module, *, num_classes: int,
-                      shape: tuple[int, int, int], norm, device, world: int, generator: nn.Module | None = None):
-    """The synthesizer of ``cfg.method`` with the config's hyper-parameters (per-rank batch: global / world)."""
+                      shape: tuple[int, int, int], norm, device, world: int, generator: nn.Module | None = None,
+                      augment: Augment | None = None):
+    """The synthesizer of ``cfg.method`` with the config's hyper-parameters (per-rank batch: global / world).
+
+    ``augment``: the in-domain dataset's training augmentation, ``Augment.from_spec(dataset_spec(cfg.dataset))``,
+    for the pool-based synthesizers' pool and kornia views (None: CIFAR's pad 4 + flip; generative ones use none).
+    """
     common = dict(num_classes=num_classes, image_shape=shape, mean=norm[0], std=norm[1],
                   batch_size=(cfg.synthesis_batch_size or cfg.batch_size) // world, g_steps=cfg.g_steps,
                   device=device, amp=cfg.amp, channels_last=cfg.channels_last, bn=cfg.bn)
+    if augment is not None and SYNTHESIZERS.meta(cfg.method)["pool"]:
+        common["augment"] = augment
     return SYNTHESIZERS.get(cfg.method)(cfg, teacher, student, generator, common)
