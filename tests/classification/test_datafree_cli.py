@@ -121,7 +121,8 @@ def test_one_line_errors(cmi_teachers, tmp_path):
 
 RESUME_CASES = {
     "cmi": ["--method", "cmi", "--adv", "0.5", "--cr", "0.8"],
-    "fast_meta": ["--method", "fast_meta", "--warmup", "1", "--epochs", "3", "--is_maml", "0"],
+    "fast_meta": ["--method", "fast_meta", "--warmup", "1", "--epochs", "3", "--is_maml", "0", "--bn", "1",
+                  "--bn_mmt", "0.9"],  # Fast's momentum BN statistics: an EMA to resume
     "dfq": ["--method", "dfq"],
     "deepinv": ["--method", "deepinv"],
     "rgal": ["--adv", "1", "--bn", "1", "--oh", "1", "--triplet", "0.1", "--striplet", "0.1", "--cd_loss", "0.1",
@@ -155,9 +156,12 @@ def test_resume_is_exact(case, cmi_teachers, tmp_path):
         if "pool" in sa else sa["rounds"] == sb["rounds"]
     if "z" in sa:
         assert torch.allclose(sa["z"], sb["z"], atol=1e-6)
-    if "bn_hook" in sa and case == "fast_meta":
-        for x, y in zip(sa["bn_hook"].values(), sb["bn_hook"].values()):
-            if isinstance(x, torch.Tensor):
+    if case == "fast_meta":  # the EMA is per-layer lists of tensors
+        ha, hb = sa["bn_hook"], sb["bn_hook"]
+        assert ha["mode"] == hb["mode"] == "momentum" and ha["layers"] == hb["layers"]
+        for key in ("ema_mean", "ema_var"):
+            assert ha[key] is not None and len(ha[key]) == len(hb[key]) == len(ha["layers"]) > 0
+            for x, y in zip(ha[key], hb[key]):
                 assert torch.allclose(x, y, atol=1e-6)
 
 
