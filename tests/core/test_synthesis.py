@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from kdvision.core.generators import create_generator
 from kdvision.core.hooks import block_names
 from kdvision.core.losses import kldiv, triplet_loss
-from kdvision.core.methods.datafree import DataFreeKD, epoch_lr
+from kdvision.core.engine.optim import LRSchedule, OptimizerSpec
+from kdvision.core.methods.datafree import DataFreeKD
 from kdvision.core.methods.rgal import RGALStudentTerms
 from kdvision.core.models import create_model, list_models, model_info
 from kdvision.core.data import dataset_spec, get_dataset
@@ -442,29 +443,18 @@ def test_rgal_student_terms_match_their_definitions():
 
 
 # -- the KD method ---------------------------------------------------------------------------------------------------
-def test_epoch_lr_matches_torch_schedulers():
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=0.2)
-    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=2e-4)
-    for e in range(10):
-        assert math.isclose(epoch_lr(e, base=0.2, schedule="cosine", epochs=10, lr_min=2e-4),
-                            opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12)
-        opt.step()
-        cos.step()
-    opt = torch.optim.SGD([p], lr=0.1)
-    ms = torch.optim.lr_scheduler.MultiStepLR(opt, [3, 6], 0.1)
-    for e in range(8):
-        assert math.isclose(epoch_lr(e, base=0.1, schedule="multistep", epochs=8, milestones=[3, 6]),
-                            opt.param_groups[0]["lr"], rel_tol=1e-9)
-        opt.step()
-        ms.step()
+def kd_method(T, S, syn, *, batch_size, kd_steps, lr, T_kd=1.0, kd_loss="kl", warmup_rounds=0, **kw):
+    """DataFreeKD with a plain SGD student and a constant LR (the schedules are tested in test_optim.py)."""
+    return DataFreeKD(T, S, syn, batch_size=batch_size, kd_steps=kd_steps,
+                      opt_S=OptimizerSpec("sgd", lr=lr, momentum=0.9, weight_decay=1e-4),
+                      schedule=LRSchedule("constant"), T=T_kd, kd_loss=kd_loss, warmup_rounds=warmup_rounds, **kw)
 
 
 def test_kd_method_runs_warmup_rounds_then_one_round_every_kd_steps():
     T, S = small_pair()
     syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
                          **common(batch=4, g_steps=1))
-    method = DataFreeKD(T, S, syn, batch_size=4, kd_steps=3, lr=0.1, epochs=2, T=4.0, warmup_rounds=2)
+    method = kd_method(T, S, syn, batch_size=4, kd_steps=3, lr=0.1, T_kd=4.0, warmup_rounds=2)
     method.on_epoch_start(0)
     rounds = []
     for _ in range(7):
@@ -480,9 +470,9 @@ def test_kd_objective_is_honoured_temperature_kl_or_l1():
     syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
                          **common(batch=4, g_steps=1))
     s, t = torch.randn(5, 10), torch.randn(5, 10)
-    kl = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, epochs=1, T=20.0)
+    kl = kd_method(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, T_kd=20.0)
     assert torch.allclose(kl.kd_objective(s, t), kldiv(s, t, T=20.0))
-    l1 = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, epochs=1, kd_loss="l1")
+    l1 = kd_method(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, kd_loss="l1")
     assert torch.allclose(l1.kd_objective(s, t), (s - t).abs().mean())
 
 
@@ -504,7 +494,7 @@ def test_every_zoo_classifier_works_as_rgal_teacher_and_student(name):
                                 **common(batch=4, g_steps=1, shape=(c, size, size),
                                          bn=1.0 if any(isinstance(m, nn.BatchNorm2d) for m in T.modules()) else 0.0))
     terms = RGALStudentTerms(T, S, (c, size, size), epochs=1, cd=0.1, striplet=0.1, striplet_feature="global")
-    method = DataFreeKD(T, S, syn, batch_size=4, kd_steps=1, lr=0.01, epochs=1, T=20.0, student_terms=terms)
+    method = kd_method(T, S, syn, batch_size=4, kd_steps=1, lr=0.01, T_kd=20.0, student_terms=terms)
     method.on_epoch_start(0)
     out = method.train_step()
     assert all(torch.isfinite(v).all() for v in out.values()), out

@@ -19,7 +19,7 @@ from typing import Any
 from kdvision.core.engine.config import user_values
 from kdvision.core.engine.rundir import note, warn
 from kdvision.core.errors import ConfigError
-from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.base import Entry
 from kdvision.core.recipes.datafree import METHODS, DataFreeConfig, DataFreeRecipe
 
 from .common import CLASSIFICATION, load_preset
@@ -77,49 +77,57 @@ def _adjust(cfg: DataFreeConfig, given: set[str], args, ignored: dict[str, str])
             setattr(cfg, key, CMI_MODEL_NAMES[name])
 
 
+def _pick(args) -> dict[str, Any]:
+    method = user_values(args, ["method"]).get("method")
+    if method is None:
+        raise ConfigError(f"--method is required ({', '.join(ENGINE_METHODS)})")
+    return preset(method)
+
+
+def _adjust_engine(cfg, given, args) -> None:
+    _adjust(cfg, given, args, IGNORED)
+    if cfg.method == "rgal":
+        raise ConfigError("--method rgal runs with classification/rgal.py (RGAL's own flags and presets)")
+
+
+ENTRIES = {script: Entry(DataFreeRecipe, CLASSIFICATION, script=script, preset=_pick,
+                         help_preset=load_preset("datafree")["common"], aliases=DATAFREE_FLAGS,
+                         compat=dict(gpu=True, no_cuda=False, fp16=True), extend_parser=_accepted_flags(IGNORED),
+                         adjust=_adjust_engine,
+                         description=f"Data-free KD ({script}.py): DAFL, ZSKT, DFQ, DFAD, DeepInversion, CMI, Fast, "
+                                     "Fast-Meta; flags of CMI / Fast-Datafree datafree_kd.py")
+           for script in ("kd_datafree", "datafree_kd")}
+
+
 def main(argv: list[str] | None = None, script: str = "kd_datafree.py") -> None:
-    def pick(args) -> dict[str, Any]:
-        method = user_values(args, ["method"]).get("method")
-        if method is None:
-            raise ConfigError(f"--method is required ({', '.join(ENGINE_METHODS)})")
-        return preset(method)
-
-    def adjust(cfg, given, args) -> None:
-        _adjust(cfg, given, args, IGNORED)
-        if cfg.method == "rgal":
-            raise ConfigError("--method rgal runs with classification/rgal.py (RGAL's own flags and presets)")
-
-    recipe_main(DataFreeRecipe, CLASSIFICATION, script=script.removesuffix(".py"), preset=pick,
-                help_preset=load_preset("datafree")["common"], aliases=DATAFREE_FLAGS,
-                compat=dict(gpu=True, no_cuda=False, fp16=True), extend_parser=_accepted_flags(IGNORED),
-                adjust=adjust, argv=argv,
-                description=f"Data-free KD ({script}): DAFL, ZSKT, DFQ, DFAD, DeepInversion, CMI, Fast, Fast-Meta; "
-                            "flags of CMI / Fast-Datafree datafree_kd.py")
+    ENTRIES[script.removesuffix(".py")].main(argv)
 
 
 # -- RGAL ------------------------------------------------------------------------------------------------------------
 RGAL_FLAGS = {**DATAFREE_FLAGS}
 
 
+def _adjust_rgal(cfg: DataFreeConfig, given: set[str], args) -> None:
+    _adjust(cfg, given, args, {**IGNORED, **RGAL_IGNORED})
+    if cfg.method != "rgal":
+        raise ConfigError(f"rgal.py runs RGAL only (method {cfg.method!r}: use kd_datafree.py --method "
+                          f"{cfg.method})")
+    if "act" in given:
+        warn("--act has no effect in rgal.py (unused by the original too)")
+        cfg.act = 0.0
+    if "momentum" in given:
+        note(f"--momentum {cfg.momentum:g} is honoured (RGAL's main.py ignored it and used 0.9)")
+    if cfg.adv == cfg.bn == cfg.oh == cfg.triplet == cfg.balance == 0:
+        raise ConfigError("every synthesis weight (--adv --bn --oh --triplet --balance) is 0, as in main.py's "
+                          "defaults: nothing would shape the synthetic images; pass the README's weights or "
+                          "--config classification/src/kdvision/classification/configs/rgal_cifar10.yaml")
+
+
+RGAL_ENTRY = Entry(DataFreeRecipe, CLASSIFICATION, script="rgal", preset=load_preset("rgal"), aliases=RGAL_FLAGS,
+                   compat=dict(gpu=True, no_cuda=False, fp16=True),
+                   extend_parser=_accepted_flags({**IGNORED, **RGAL_IGNORED}), adjust=_adjust_rgal,
+                   description="RGAL: relation-guided adversarial learning for data-free KD; flags of RGAL's main.py")
+
+
 def main_rgal(argv: list[str] | None = None) -> None:
-    values = load_preset("rgal")
-
-    def adjust(cfg: DataFreeConfig, given: set[str], args) -> None:
-        _adjust(cfg, given, args, {**IGNORED, **RGAL_IGNORED})
-        if cfg.method != "rgal":
-            raise ConfigError(f"rgal.py runs RGAL only (method {cfg.method!r}: use kd_datafree.py --method "
-                              f"{cfg.method})")
-        if "act" in given:
-            warn("--act has no effect in rgal.py (unused by the original too)")
-            cfg.act = 0.0
-        if "momentum" in given:
-            note(f"--momentum {cfg.momentum:g} is honoured (RGAL's main.py ignored it and used 0.9)")
-        if cfg.adv == cfg.bn == cfg.oh == cfg.triplet == cfg.balance == 0:
-            raise ConfigError("every synthesis weight (--adv --bn --oh --triplet --balance) is 0, as in main.py's "
-                              "defaults: nothing would shape the synthetic images; pass the README's weights or "
-                              "--config classification/src/kdvision/classification/configs/rgal_cifar10.yaml")
-
-    recipe_main(DataFreeRecipe, CLASSIFICATION, script="rgal", preset=values, aliases=RGAL_FLAGS,
-                compat=dict(gpu=True, no_cuda=False, fp16=True),
-                extend_parser=_accepted_flags({**IGNORED, **RGAL_IGNORED}), adjust=adjust, argv=argv,
-                description="RGAL: relation-guided adversarial learning for data-free KD; flags of RGAL's main.py")
+    RGAL_ENTRY.main(argv)

@@ -29,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     print("== 1/2 teacher: LeNet-5 on the digits training split ==", flush=True)
-    _call(teacher.main, "dfad", TEACHER_ARGS + ["--output", str(out / "teacher")])
+    # the demo owns its run directories: re-running `make demo` replaces them (--overwrite)
+    _call(teacher.main, "dfad", TEACHER_ARGS + ["--output", str(out / "teacher"), "--overwrite"])
     ckpt = out / "teacher" / "digits-lenet5.pt"
 
     print("== 2/2 student: LeNet-5-half distilled with DFAD from generated images only ==", flush=True)
-    dfad_args = ["--ckpt", str(ckpt), "--output", str(out), "--device", "cpu"]
+    dfad_args = ["--ckpt", str(ckpt), "--output", str(out), "--device", "cpu", "--overwrite"]
     if args.epochs:
         dfad_args += ["--epochs", str(args.epochs)]
     _call(dfad.main, "digits", dfad_args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdvision.core.errors import ConfigError
-from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.base import Entry
 from kdvision.core.recipes.dfad import DFAD_FLAGS, DFADConfig, DFADRecipe, lr_decay_epochs, run_dfad
 
 from .common import CLASSIFICATION, load_preset
@@ -30,15 +30,22 @@ def run(cfg: DFADConfig, *, explicit_root: bool = True, dry_run: bool = False, g
                     overwrite=overwrite)
 
 
-def main(preset: str, argv: list[str] | None = None) -> None:
+def _adjust(preset: str):
     def adjust(cfg: DFADConfig, given: set[str], args) -> None:
         if cfg.dataset not in DATASET_CHOICES[preset]:
             raise ConfigError(f"invalid dataset: {cfg.dataset!r} (valid for dfad_{preset}.py: "
                               f"{', '.join(DATASET_CHOICES[preset])})")
         if preset == "cifar" and "ckpt" not in given and not cfg.ckpt:
             cfg.ckpt = f"checkpoint/teacher/{cfg.dataset}-resnet34_8x.pt"
+    return adjust
 
-    recipe_main(DFADRecipe, CLASSIFICATION, script=f"dfad_{preset}", preset=PRESETS[preset], aliases=DFAD_FLAGS,
-                description=f"DFAD data-free adversarial distillation ({preset}); flags of the original "
-                            f"DFAD_{preset}.py", compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=adjust,
-                argv=argv)
+
+ENTRIES = {preset: Entry(DFADRecipe, CLASSIFICATION, script=f"dfad_{preset}", preset=PRESETS[preset],
+                         aliases=DFAD_FLAGS, compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=_adjust(preset),
+                         description=f"DFAD data-free adversarial distillation ({preset}); flags of the original "
+                                     f"DFAD_{preset}.py")
+           for preset in ("mnist", "cifar", "caltech101", "digits")}
+
+
+def main(preset: str, argv: list[str] | None = None) -> None:
+    ENTRIES[preset].main(argv)

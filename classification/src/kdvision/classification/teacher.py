@@ -18,7 +18,7 @@ from kdvision.core.engine.config import param
 from kdvision.core.engine.rundir import warn
 from kdvision.core.errors import ConfigError
 from kdvision.core.models import MODELS, model_info
-from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.base import Entry
 from kdvision.core.recipes.supervised import SupervisedConfig, SupervisedRecipe
 
 from .common import CLASSIFICATION, load_preset
@@ -66,20 +66,27 @@ class TeacherRecipe(SupervisedRecipe):
         super().check()
 
 
-def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:
+def _preset(default: str):
     def preset(args) -> dict[str, Any]:
         from kdvision.core.engine.config import user_values
 
-        chosen = user_values(args, ["recipe"]).get("recipe", recipe)
+        chosen = user_values(args, ["recipe"]).get("recipe", default)
         if chosen not in RECIPES:
             raise ConfigError(f"invalid recipe: {chosen!r} (valid: {', '.join(RECIPES)})")
         return RECIPES[chosen]
+    return preset
 
-    script = {"dfad": "train_teacher", "mosaickd": "train_scratch"}[recipe]
-    recipe_main(TeacherRecipe, CLASSIFICATION, script=script, preset=preset, help_preset=RECIPES[recipe],
-                aliases=TEACHER_FLAGS, compat=dict(gpu=True, no_cuda=True, fp16=False), argv=argv,
-                description=f"Supervised teacher training (recipe {recipe}); flags of DFAD's train_teacher.py and "
-                            "MosaicKD's train_scratch.py")
+
+ENTRIES = {recipe: Entry(TeacherRecipe, CLASSIFICATION, script=script, preset=_preset(recipe),
+                         help_preset=RECIPES[recipe], aliases=TEACHER_FLAGS,
+                         compat=dict(gpu=True, no_cuda=True, fp16=False),
+                         description=f"Supervised teacher training (recipe {recipe}); flags of DFAD's "
+                                     "train_teacher.py and MosaicKD's train_scratch.py")
+           for recipe, script in (("dfad", "train_teacher"), ("mosaickd", "train_scratch"))}
+
+
+def main(recipe: str = "dfad", argv: list[str] | None = None) -> None:
+    ENTRIES[recipe].main(argv)
 
 
 def run(cfg: TeacherConfig, *, given: set[str] = frozenset(), dry_run: bool = False, overwrite: bool = False) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdvision.core.engine.config import load_yaml
-from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.base import Entry
 from kdvision.core.recipes.dfad import DFAD_FLAGS, DFADConfig, DFADRecipe, run_dfad
 
 from .task import segmentation_task
@@ -44,7 +44,7 @@ def run(cfg: DFADConfig, *, explicit_root: bool = True, dry_run: bool = False, g
                     overwrite=overwrite)
 
 
-def main(preset: str, argv: list[str] | None = None) -> None:
+def _adjust(preset: str):
     def adjust(cfg: DFADConfig, given: set[str], args) -> None:
         if cfg.dataset != preset:
             from kdvision.core.errors import ConfigError
@@ -52,9 +52,17 @@ def main(preset: str, argv: list[str] | None = None) -> None:
             raise ConfigError(f"invalid dataset: {cfg.dataset!r} ({SCRIPTS[preset]}.py trains on {preset})")
         if "ckpt" not in given and cfg.ckpt == PRESETS[preset].get("ckpt"):
             cfg.ckpt = default_checkpoint(cfg.ckpt)
+    return adjust
 
-    original = {"camvid": "DFAD_camvid_deeplab.py", "nyuv2": "DFAD_nyu_deeplab.py"}[preset]
-    recipe_main(DFADRecipe, task_for, script=SCRIPTS[preset], preset=PRESETS[preset],
-                aliases={**DFAD_FLAGS, "test_only": ["--test-only", "--test_only"]},
-                description=f"DFAD for semantic segmentation ({preset}); flags of the original {original}",
-                compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=adjust, argv=argv)
+
+ORIGINALS = {"camvid": "DFAD_camvid_deeplab.py", "nyuv2": "DFAD_nyu_deeplab.py"}
+ENTRIES = {preset: Entry(DFADRecipe, task_for, script=SCRIPTS[preset], preset=PRESETS[preset],
+                         aliases={**DFAD_FLAGS, "test_only": ["--test-only", "--test_only"]},
+                         compat=dict(gpu=False, no_cuda=True, fp16=False), adjust=_adjust(preset),
+                         description=f"DFAD for semantic segmentation ({preset}); flags of the original "
+                                     f"{ORIGINALS[preset]}")
+           for preset in ("camvid", "nyuv2")}
+
+
+def main(preset: str, argv: list[str] | None = None) -> None:
+    ENTRIES[preset].main(argv)

@@ -19,7 +19,7 @@ from kdvision.core.engine.config import load_yaml, param
 from kdvision.core.engine.rundir import get_logger
 from kdvision.core.errors import ConfigError
 from kdvision.core.models import MODELS
-from kdvision.core.recipes.base import recipe_main
+from kdvision.core.recipes.base import Entry
 from kdvision.core.recipes.supervised import SupervisedConfig, SupervisedRecipe
 
 from .dfad import CONFIG_DIR
@@ -75,8 +75,11 @@ class SegTeacherRecipe(SupervisedRecipe):
         super().check()
 
 
+ENTRY = Entry(SegTeacherRecipe, lambda cfg: segmentation_task(cfg.dataset, cfg.normalize),
+              script="train_teacher_seg", preset=PRESET, aliases=SEG_TEACHER_FLAGS,
+              compat=dict(gpu=False, no_cuda=True, fp16=False),
+              description="Train a segmentation teacher (DeepLabV3); flags of DFAD's train_teacher_seg.py")
+
+
 def main(argv: list[str] | None = None) -> None:
-    recipe_main(SegTeacherRecipe, lambda cfg: segmentation_task(cfg.dataset, cfg.normalize),
-                script="train_teacher_seg", preset=PRESET, aliases=SEG_TEACHER_FLAGS,
-                compat=dict(gpu=False, no_cuda=True, fp16=False), argv=argv,
-                description="Train a segmentation teacher (DeepLabV3); flags of DFAD's train_teacher_seg.py")
+    ENTRY.main(argv)

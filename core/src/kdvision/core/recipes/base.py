@@ -18,6 +18,7 @@ name (:data:`RECIPES`, :func:`list_methods`) and the tests are parametrized over
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -164,39 +165,76 @@ class Recipe:
             self.ctx.close()
 
 
-def recipe_main(recipe: type[Recipe], task: TaskAdapter | Callable[[Any], TaskAdapter], *, script: str,
-                description: str, preset: dict[str, Any] | Callable[[Any], dict[str, Any]],
-                aliases: dict[str, list[str]] | None = None, argv: list[str] | None = None,
-                compat: dict[str, bool] | None = None, help_preset: dict[str, Any] | None = None,
-                extend_parser: Callable[[Any], None] | None = None,
-                adjust: Callable[[Any, set[str], Any], None] | None = None) -> None:
-    """The whole ``main()`` of an entry script: generated parser, resolved + validated config, the recipe's run.
+#: Every entry point built with :class:`Entry` (script name -> entry), for the tests over every script's flags.
+ENTRIES: dict[str, "Entry"] = {}
+
+
+@dataclass
+class Entry:
+    """An entry script: its recipe, task and preset, its generated parser, and ``main()``.
 
     ``preset``: the script's preset values, or a function of the parsed arguments returning them (the data-free
     script picks its preset by ``--method``, wherever that was given). ``adjust(cfg, given, args)`` applies
-    script-specific rules (default checkpoint names, model-name mapping) before validation.
+    script-specific rules (default checkpoint names, model-name mapping) before the recipe validates the config.
     """
-    from ..engine.cli import add_compat_device_flags, apply_compat_device, config_parser, run_cli
-    from ..engine.config import resolve
-    from ..engine.rundir import init_logging, warn
 
-    def _main(args_list: list[str]) -> int:
-        init_logging()
-        shown = help_preset if help_preset is not None else (preset if isinstance(preset, dict) else {})
-        parser = config_parser(description, recipe.config_class, preset=shown, aliases=aliases)
-        if compat is not None:
-            add_compat_device_flags(parser, **compat)
-        if extend_parser is not None:
-            extend_parser(parser)
-        args = parser.parse_args(args_list)
+    recipe: type[Recipe]
+    task: Any  # a TaskAdapter, or a function of the config returning one
+    script: str
+    description: str
+    preset: dict[str, Any] | Callable[[Any], dict[str, Any]]
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    compat: dict[str, bool] | None = None
+    help_preset: dict[str, Any] | None = None
+    extend_parser: Callable[[Any], None] | None = None
+    adjust: Callable[[Any, set[str], Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        ENTRIES[self.script] = self
+
+    def parser(self):
+        from ..engine.cli import add_compat_device_flags, config_parser
+
+        shown = self.help_preset if self.help_preset is not None else (
+            self.preset if isinstance(self.preset, dict) else {})
+        parser = config_parser(self.description, self.recipe.config_class, preset=shown, aliases=self.aliases)
+        parser.prog = f"{self.script}.py"
+        if self.compat is not None:
+            add_compat_device_flags(parser, **self.compat)
+        if self.extend_parser is not None:
+            self.extend_parser(parser)
+        return parser
+
+    def resolve(self, argv: list[str]):
+        """(config, keys the user gave, parsed arguments) for a command line; the config is not yet validated."""
+        from ..engine.cli import apply_compat_device
+        from ..engine.config import resolve
+        from ..engine.rundir import warn
+
+        args = self.parser().parse_args(argv)
         apply_compat_device(args, warn)
-        values = preset(args) if callable(preset) else preset
-        cfg, given = resolve(recipe.config_class, values, args)
-        if adjust is not None:
-            adjust(cfg, given, args)
-        adapter = task(cfg) if callable(task) and not isinstance(task, TaskAdapter) else task
-        recipe(cfg, adapter, script=script, given=given, explicit_root="data_root" in given,
-               dry_run=getattr(args, "dry_run", False), overwrite=getattr(args, "overwrite", False)).run()
-        return 0
+        values = self.preset(args) if callable(self.preset) else self.preset
+        cfg, given = resolve(self.recipe.config_class, values, args)
+        if self.adjust is not None:
+            self.adjust(cfg, given, args)
+        return cfg, given, args
 
-    run_cli(_main, argv)
+    def task_for(self, cfg) -> TaskAdapter:
+        return self.task if isinstance(self.task, TaskAdapter) else self.task(cfg)
+
+    def build(self, argv: list[str]) -> Recipe:
+        cfg, given, args = self.resolve(argv)
+        return self.recipe(cfg, self.task_for(cfg), script=self.script, given=given,
+                           explicit_root="data_root" in given, dry_run=getattr(args, "dry_run", False),
+                           overwrite=getattr(args, "overwrite", False))
+
+    def main(self, argv: list[str] | None = None) -> None:
+        from ..engine.cli import run_cli
+        from ..engine.rundir import init_logging
+
+        def _main(args_list: list[str]) -> int:
+            init_logging()
+            self.build(args_list).run()
+            return 0
+
+        run_cli(_main, argv)

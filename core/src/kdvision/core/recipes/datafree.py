@@ -20,6 +20,7 @@ from ..generators import create_generator
 from ..methods.datafree import DataFreeKD, SynthesisWarmupHook
 from ..methods.rgal import RGALStudentTerms
 from ..models import build_model, check_model_fits
+from ..synthesis.augment import Augment
 from ..synthesis.hooks import PoolPNGHook, load_image_folder
 from ..synthesis.registry import build_synthesizer, synthesizer_uses_generator
 from .base import RECIPES, Recipe, register_method
@@ -79,7 +80,8 @@ class DataFreeRecipe(Recipe):
         world = ctx.dist.world_size
         self.synthesizer = build_synthesizer(cfg, p["teacher"], p["student"], num_classes=self.num_classes,
                                              shape=self.shape, norm=self.norm, device=ctx.device, world=world,
-                                             generator=p.get("generator"))
+                                             generator=p.get("generator"),
+                                             augment=Augment.from_spec(dataset_spec(cfg.dataset)))
         self.terms = None
         if cfg.method == "rgal" and (cfg.cd_loss > 0 or cfg.gram_loss > 0 or cfg.striplet > 0):
             self.terms = RGALStudentTerms(p["teacher"], p["student"], self.shape, epochs=cfg.epochs,
