@@ -98,10 +98,6 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _field(cls: type, key: str) -> dataclasses.Field:
-    return {f.name: f for f in dataclasses.fields(cls)}[key]
-
-
 def _target_type(cls: type, key: str) -> Any:
     tp = typing.get_type_hints(cls)[key]
     args = typing.get_args(tp)
@@ -295,12 +291,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, preset: 
         target = _target_type(cls, f.name)
         if target is bool:
             group.add_argument(*spellings, dest=f.name, action="store_const", const=True, help=helptext)
-            negs = [f"--no-{s[2:]}" for s in spellings if s.startswith("--") and f"--no-{s[2:]}" not in taken]
-            negs = [n for n in dict.fromkeys(n.replace("_", "-") for n in negs[:1])] if negs else []
-            if negs and negs[0] not in taken:
-                taken.add(negs[0])
-                group.add_argument(negs[0], dest=f.name, action="store_const", const=False,
-                                   help=argparse.SUPPRESS)
+            negative = f"--no-{f.name.replace('_', '-')}"
+            if negative not in taken:
+                taken.add(negative)
+                group.add_argument(negative, dest=f.name, action="store_const", const=False, help=argparse.SUPPRESS)
             continue
         group.add_argument(*spellings, dest=f.name, metavar=_metavar(cls, f), help=helptext,
                            type=lambda v, _k=f.name: _coerce(cls, _k, v))
