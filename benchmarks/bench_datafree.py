@@ -2,7 +2,10 @@
 """Data-free engine throughput (CMI, RGAL): kdvision's KD step and synthesis step against reference-equivalent
 loops, in one process.
 
-Loops (same players, initial weights, batch and loss terms; CMI = `datafree.yaml` preset, RGAL = README command):
+Loops (same players, initial weights, batch and loss terms). Every hyper-parameter comes from the presets, built
+into a ``DataFreeConfig`` as the entry scripts do: CMI = ``kd_datafree.py --method cmi`` (``datafree.yaml``), RGAL =
+the README command (``rgal.py --config rgal_cifar10.yaml``), both on CIFAR-10 (10 classes, its normalisation); the
+benchmark sets only the sizes (batches, bank, negatives, pool, steps) and the variant switches:
 
 - **KD step, reference**: the pool is N PNG files (uint8, written with PIL as the originals did) read back by a
   ``DataLoader`` (CIFAR training transform, ``shuffle=True``, ``--workers``) that is **rebuilt every round**
@@ -12,8 +15,9 @@ Loops (same players, initial weights, batch and loss terms; CMI = `datafree.yaml
   meter, RGAL two ``.item()`` + one per loss term. RGAL: ``--pair_sample`` (two augmented views per PNG), CD
   loss through 1x1 adapters on the full block maps, student triplet on the penultimate feature.
 - **KD step, ours**: ``DataFreeKD.train_step()`` on the device-resident uint8 ``ImagePool`` (gather + batched
-  crop/flip + normalise), wired by ``build_synthesizer`` and ``RGALStudentTerms`` as the recipe does; the pool is
-  pre-filled and ``kd_count`` is set so that no synthesis round starts: only KD steps are timed.
+  crop/flip + normalise), wired by ``build_synthesizer``, ``build_student_terms`` and ``build_datafree_kd`` as the
+  recipe does; the pool is pre-filled and ``kd_count`` is set so that no synthesis round starts: only KD steps are
+  timed.
 - **Synthesis step, reference**: one inner step of the original ``synthesize()``: G, kornia view(s), CMI: **two**
   teacher forwards (global, then local) with hooks that fire on both (DeepInversion statistics via a permuted
   copy), masked adversarial with the student, memory bank on the **CPU** sampled with ``random.sample`` and the
@@ -55,29 +59,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from kdvision.classification.common import load_preset
+from kdvision.classification.datafree import preset as datafree_preset
+from kdvision.core.data import dataset_spec
+from kdvision.core.engine.config import apply_overrides
 from kdvision.core.generators import create_generator, dcgan_init_
 from kdvision.core.hooks import block_names, bn_layer_names, cmi_feature_layers, head_name
 from kdvision.core.losses import ProjectionHead, adversarial_masked, cmi_contrastive_loss, triplet_loss
 from kdvision.core.methods.datafree import DataFreeKD
-from kdvision.core.methods.rgal import RGALStudentTerms
 from kdvision.core.models import create_model
-from kdvision.core.recipes.datafree import DataFreeConfig, build_synthesizer
-from kdvision.core.synthesis import Normalizer, SynthesisViews
+from kdvision.core.recipes.datafree import DataFreeConfig, build_datafree_kd, build_student_terms, build_synthesizer
+from kdvision.core.synthesis import Augment, Normalizer, SynthesisViews
 
-CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-SHAPE = (3, 32, 32)
-METHODS = {  # CMI: classification/configs/datafree.yaml; RGAL: rgal_cifar10.yaml (the README command)
-    "cmi": dict(adv=0.5, bn=1.0, oh=1.0, cr=0.8, cr_T=0.1, T=20.0),
-    "rgal": dict(adv=1.0, bn=1.0, oh=1.0, T=20.0, triplet=0.1, triplet_target="student", start_layer=2,
-                 end_layer=4, balanced_sampling=True, pair_sample=True, striplet=0.1, striplet_feature="global",
-                 cd_loss=0.1),
+DATASET = "cifar10"
+SPEC = dataset_spec(DATASET)
+CIFAR10 = (SPEC.mean, SPEC.std)
+SHAPE = (SPEC.in_channels, *SPEC.image_size)
+PRESETS = {  # the scripts' presets: datafree.yaml's cmi entry; rgal.yaml + rgal_cifar10.yaml (the README command)
+    "cmi": lambda: datafree_preset("cmi"),
+    # the reference loop is RGAL's released code, which has no class-balance term (the README's --balance 0.1 did
+    # not parse there; rgal.md section 7): the benchmark compares that objective
+    "rgal": lambda: {**load_preset("rgal"), **load_preset("rgal_cifar10"), "balance": 0.0},
 }
 SIZES = {  # kd_batch: images (CMI) or pairs (RGAL: 2x images) per KD step; pool: PNG files / pooled images
     "full": dict(syn_batch=256, kd_batch=128, bank=40960, n_neg=4096, pool=2048, iters=10, rounds=3),
     "quick": dict(syn_batch=32, kd_batch=32, bank=2048, n_neg=256, pool=256, iters=2, rounds=3),
 }
 VARIANTS = {"default": {}, "channels_last": dict(channels_last=True), "amp": dict(channels_last=True, amp=True)}
-LR, MOMENTUM, WD, LR_G, NZ = 0.1, 0.9, 1e-4, 1e-3, 256
+
+
+def method_config(method: str, size: dict, **variant) -> DataFreeConfig:
+    """The method's preset as a config, on CIFAR-10, with the benchmark's sizes (one inner step per round: the
+    synthesis loop sets ``g_steps`` to its timed step count) and the variant's switches."""
+    cfg = apply_overrides(DataFreeConfig(), PRESETS[method](), "the preset")
+    sizes = dict(dataset=DATASET, batch_size=size["kd_batch"], synthesis_batch_size=size["syn_batch"], g_steps=1,
+                 bank_size=size["bank"], n_neg=size["n_neg"])
+    return apply_overrides(cfg, {**sizes, **variant}, "the benchmark")
 
 
 # ------------------------------------------------------------------------------------------ reference pieces
@@ -141,7 +158,8 @@ class Reference:
 
     def __init__(self, method: str, T: nn.Module, S: nn.Module, G: nn.Module, adapters: nn.Module | None,
                  pool: torch.Tensor, size: dict, workers: int, device: torch.device, tmp: Path) -> None:
-        self.method, self.cfg, self.size, self.device, self.workers = method, METHODS[method], size, device, workers
+        self.cfg = method_config(method, size)
+        self.method, self.size, self.device, self.workers = method, size, device, workers
         self.T, self.S, self.G = T.eval(), S, G  # teacher parameters require grad: never frozen in the originals
         self.normalizer = Normalizer(*CIFAR10).to(device)
         self.global_view = SynthesisViews(SHAPE[1:], self.normalizer, "global")
@@ -152,8 +170,8 @@ class Reference:
             with torch.no_grad():
                 T(torch.zeros(1, *SHAPE, device=device))
             d = sum(v.shape[1] for v in self.feats.values)
-            self.head = ProjectionHead(d, out_dim=256).to(device)
-            self.opt_head = torch.optim.Adam(self.head.parameters(), lr=LR_G)
+            self.head = ProjectionHead(d, out_dim=self.cfg.head_dim).to(device)
+            self.opt_head = torch.optim.Adam(self.head.parameters(), lr=self.cfg.lr_g)
             self.bank = torch.randn(size["bank"], 2 * d)  # on the CPU, full: sampled from all rows
             self.bank_ptr = 0
             self.local_view = SynthesisViews(SHAPE[1:], self.normalizer, "local")
@@ -163,7 +181,8 @@ class Reference:
             self.s_pen = Taps(S, [head_name(S)], lambda m, x, out: x)
             self.adapters = adapters
             params += list(adapters.parameters())
-        self.opt_S = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
+        self.opt_S = torch.optim.SGD(params, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                     weight_decay=self.cfg.weight_decay)
         self.pool_dir, self.round_dir = tmp / f"{method}-pool", tmp / f"{method}-round"
         self.pool_dir.mkdir()
         self.round_dir.mkdir()
@@ -196,13 +215,13 @@ class Reference:
         with torch.no_grad():
             t = self.T(x)
         s = self.S(x)
-        parts = {"kd": ref_kl(s, t, self.cfg["T"])}
+        parts = {"kd": ref_kl(s, t, self.cfg.T)}
         if self.method == "rgal":  # CD on the full maps (1x1 conv, then GAP), student triplet on the pooled feature
-            parts["cd"] = self.cfg["cd_loss"] * sum(
+            parts["cd"] = self.cfg.cd_loss * sum(
                 F.mse_loss(conv(sb).mean(dim=(2, 3)), tb.mean(dim=(2, 3)))
                 for conv, sb, tb in zip(self.adapters.adapters, self.s_blocks.values, self.t_blocks.values))
             parts["gram"] = torch.tensor(0.0)
-            parts["striplet"] = self.cfg["striplet"] * triplet_loss([self.s_pen.values[0]], s, t.argmax(-1))
+            parts["striplet"] = self.cfg.striplet * triplet_loss([self.s_pen.values[0]], s, t.argmax(-1))
         return parts, s, t
 
     def kd_step(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -229,16 +248,16 @@ class Reference:
         T, S, G, cfg, n = self.T, self.S, self.G, self.cfg, self.size["syn_batch"]
         S.eval()
         dcgan_init_(G)  # the originals' reset_model
-        z = torch.randn(n, NZ, device=self.device).requires_grad_()
-        y = torch.randint(0, 10, (n,)).sort()[0].to(self.device)
-        opt = torch.optim.Adam([{"params": G.parameters()}, {"params": [z]}], LR_G, betas=[0.5, 0.999])
+        z = torch.randn(n, cfg.nz, device=self.device).requires_grad_()
+        y = torch.randint(0, SPEC.num_classes, (n,)).sort()[0].to(self.device)
+        opt = torch.optim.Adam([{"params": G.parameters()}, {"params": [z]}], cfg.lr_g, betas=[0.5, 0.999])
         best_cost, best = 1e6, None
         for _ in range(g_steps):
             x = G(z)
             v = self.global_view(x)
             t = T(v)
-            loss = cfg["bn"] * sum(self.di.values) + cfg["oh"] * F.cross_entropy(t, y)
-            loss = loss + cfg["adv"] * adversarial_masked(S(v), t)
+            loss = cfg.bn * sum(self.di.values) + cfg.oh * F.cross_entropy(t, y)
+            loss = loss + cfg.adv * adversarial_masked(S(v), t)
             if self.method == "cmi":
                 h_g = torch.cat(self.feats.values, dim=1)
                 T(self.local_view(x))  # second teacher forward; every hook fires again
@@ -246,11 +265,12 @@ class Reference:
                 index = random.sample(list(range(self.bank.shape[0])), k=self.size["n_neg"])
                 c_l, c_g = self.bank[index].to(self.device).chunk(2, dim=1)
                 p_l, p_g = self.head(torch.cat([h_l, c_l, h_g, c_g])).chunk(2)
-                loss = loss + cfg["cr"] * cmi_contrastive_loss(p_l, p_g, n, cfg["cr_T"])
+                loss = loss + cfg.cr * cmi_contrastive_loss(p_l, p_g, n, cfg.cr_T)
                 keep = torch.cat([h_l.data, h_g.data], dim=1)
             else:
-                blocks = self.s_blocks.values[cfg["start_layer"]:cfg["end_layer"]]
-                loss = loss + cfg["triplet"] * triplet_loss(blocks, t, t.argmax(-1), sampler="balanced")
+                blocks = (self.s_blocks if cfg.triplet_target == "student" else self.t_blocks).values
+                loss = loss + cfg.triplet * triplet_loss(blocks[cfg.start_layer:cfg.end_layer], t, t.argmax(-1),
+                                                         sampler="balanced" if cfg.balanced_sampling else "distance")
                 keep = None
             if best_cost > loss.item() or best is None:
                 best_cost, best = loss.item(), (x.data, keep)
@@ -274,22 +294,15 @@ def build_ours(method: str, variant: str, T: nn.Module, S: nn.Module, G: nn.Modu
     opts = VARIANTS[variant]
     fmt = torch.channels_last if opts.get("channels_last") else torch.contiguous_format
     t, s, g = (copy.deepcopy(m).to(memory_format=fmt) for m in (T, S, G))
-    fields = {f.name for f in dataclasses.fields(DataFreeConfig)}
-    cfg = DataFreeConfig(method=method, batch_size=size["kd_batch"], synthesis_batch_size=size["syn_batch"],
-                         g_steps=1, lr_g=LR_G, nz=NZ, bank_size=size["bank"], n_neg=size["n_neg"], head_dim=256,
-                         amp=opts.get("amp", False), channels_last=opts.get("channels_last", False),
-                         **{k: v for k, v in METHODS[method].items() if k in fields})
-    syn = build_synthesizer(cfg, t, s, num_classes=10, shape=SHAPE, norm=CIFAR10, device=device, world=1,
-                            generator=g)
-    terms = None
-    if method == "rgal":
-        terms = RGALStudentTerms(t, s, SHAPE, epochs=200, cd=cfg.cd_loss, striplet=cfg.striplet,
-                                 striplet_feature=cfg.striplet_feature, start_layer=cfg.start_layer,
-                                 end_layer=cfg.end_layer)
+    cfg = method_config(method, size, **opts)
+    syn = build_synthesizer(cfg, t, s, num_classes=SPEC.num_classes, shape=SHAPE, norm=CIFAR10, device=device,
+                            world=1, augment=Augment.from_spec(SPEC), generator=g)
+    terms = build_student_terms(cfg, t, s, SHAPE)
+    if terms is not None:
         terms.adapters.load_state_dict(adapters.state_dict())
-    kd = DataFreeKD(t, s, syn, batch_size=size["kd_batch"], kd_steps=1 << 40, lr=LR, epochs=200, momentum=MOMENTUM,
-                    weight_decay=WD, T=cfg.T, student_terms=terms, device=device, amp=cfg.amp)
-    kd.kd_count = 1  # never a multiple of kd_steps: train_step() takes KD steps only, no synthesis round starts
+    kd = build_datafree_kd(cfg, t, s, syn, world=1, student_terms=terms, device=device)
+    kd.kd_steps = 1 << 40  # with kd_count = 1, never a multiple of kd_steps: train_step() takes KD steps only,
+    kd.kd_count = 1        # no synthesis round starts
     syn.pool.add(pool)
     if method == "cmi":  # a full bank, as after 160 rounds
         syn.bank.add(torch.randn(size["bank"], syn.bank.dim, device=device))
@@ -382,17 +395,19 @@ def check_kd_equal(method: str, ref: Reference, ours: dict[str, DataFreeKD], poo
 
 
 def bench_method(method: str, args, size: dict, device: torch.device, tmp: Path) -> dict:
+    cfg = method_config(method, size)
     torch.manual_seed(0)
-    T, S = create_model("wrn40_2", num_classes=10).to(device), create_model("wrn16_1", num_classes=10).to(device)
-    G = create_generator("cmi", nz=NZ, ngf=64, img_size=32, nc=3).to(device)
+    T = create_model(cfg.teacher, num_classes=SPEC.num_classes).to(device)
+    S = create_model(cfg.student, num_classes=SPEC.num_classes).to(device)
+    G = create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf, img_size=SHAPE[1:], nc=SHAPE[0]).to(device)
     pool_n = max(size["pool"], size["kd_batch"] * (size["iters"] + 1))
     with torch.no_grad():  # pool images: generator outputs (smooth, like real synthetic PNGs), in [0, 1]
         dcgan_init_(G)
-        pool = torch.cat([G(torch.randn(256, NZ, device=device)) for _ in range(-(-pool_n // 256))])[:pool_n]
+        pool = torch.cat([G(torch.randn(256, cfg.nz, device=device)) for _ in range(-(-pool_n // 256))])[:pool_n]
         pool = (pool * 255).to(torch.uint8).float() / 255  # as stored: both loops read the same quantised images
     adapters = None
     if method == "rgal":  # one set of initial adapter weights for every loop
-        adapters = RGALStudentTerms(copy.deepcopy(T), copy.deepcopy(S), SHAPE, epochs=1, cd=1.0).adapters
+        adapters = build_student_terms(cfg, copy.deepcopy(T), copy.deepcopy(S), SHAPE).adapters
     ref = Reference(method, copy.deepcopy(T), copy.deepcopy(S), copy.deepcopy(G), copy.deepcopy(adapters), pool,
                     size, args.workers, device, tmp)
     ours = {v: build_ours(method, v, T, S, G, adapters, pool, size, device) for v in args.variants.split(",")}

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """DFAD training throughput: kdvision's DFAD step against a reference-equivalent loop, in one process.
 
-Both loops train the same players (same architectures, batch and initial weights) with the same update order; the
-reference makes the passes of the original DFAD code (teacher weights requiring gradients, autograd graphs built
+Both loops train the same players (same architectures, batch and initial weights) with the same update order and
+hyper-parameters, taken from the original script's preset (``dfad_{mnist,cifar,caltech101}.yaml`` of the
+classification package, ``dfad_camvid.yaml`` of the segmentation package) through ``DFADConfig``, as the entry
+scripts build them; the benchmark sets only the batch. The reference makes the passes of the original DFAD code (teacher weights requiring gradients, autograd graphs built
 in the student steps, student weight gradients in the generator step) and uses the default memory format. Rounds
 alternate between the loops so that machine noise hits both alike; the ratio of median iterations/s is reported.
 
@@ -29,31 +31,38 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dfad_reference import ReferenceDFAD  # noqa: E402
 
+from kdvision.core.data import dataset_spec  # noqa: E402
+from kdvision.core.engine.config import apply_overrides  # noqa: E402
 from kdvision.core.generators import create_generator  # noqa: E402
-from kdvision.core.methods.dfad import DFAD  # noqa: E402
+from kdvision.core.methods.dfad import DFAD, dfad_optimizers  # noqa: E402
 from kdvision.core.models import create_model  # noqa: E402
+from kdvision.core.recipes.dfad import DFADConfig  # noqa: E402
 
-PRESETS = {  # the players, generator and optimiser settings of the original scripts
-    "mnist": dict(teacher="lenet5", student="lenet5_half", generator=dict(name="dfad_a", nz=100, nc=1, img_size=32),
-                  lr_S=0.01, wd=1e-4, classes=10, loss="l1"),
-    "cifar": dict(teacher="resnet34_8x", student="resnet18_8x", generator=dict(name="dfad_a", nz=256, nc=3,
-                  img_size=32), lr_S=0.1, wd=5e-4, classes=10, loss="l1"),
-    "caltech101": dict(teacher="resnet34_imagenet", student="resnet18_imagenet",
-                       generator=dict(name="dfad_b", nz=256, nc=3, img_size=128), lr_S=0.1, wd=5e-4, classes=101,
-                       loss="l1"),
-    "camvid": dict(teacher="deeplabv3_resnet50", student="deeplabv3_mobilenetv2",
-                   generator=dict(name="dfad_b", nz=256, nc=3, img_size=128), lr_S=0.1, wd=5e-4, classes=11,
-                   loss="log_l1", teacher_options=dict(dropout=0.0)),
-}
+PRESETS = ("mnist", "cifar", "caltech101", "camvid")  # the original scripts, by their preset files
+
+
+def preset_config(preset: str):
+    """(DFADConfig of the script's preset, its task adapter): the entry scripts' first two layers."""
+    if preset == "camvid":
+        from kdvision.segmentation.dfad import PRESETS as SEGMENTATION, task_for
+
+        cfg = apply_overrides(DFADConfig(), SEGMENTATION[preset], "the preset")
+        return cfg, task_for(cfg)
+    from kdvision.classification.common import CLASSIFICATION
+    from kdvision.classification.dfad import PRESETS as CLASSIFICATION_PRESETS
+
+    return apply_overrides(DFADConfig(), CLASSIFICATION_PRESETS[preset], "the preset"), CLASSIFICATION
 
 
 def build(preset: str, device: torch.device):
-    cfg = PRESETS[preset]
-    g = dict(cfg["generator"])
+    """The preset's players (teacher, student, generator) as the DFAD recipe builds them, its config and task."""
+    cfg, task = preset_config(preset)
+    spec = dataset_spec(cfg.dataset)
+    classes = cfg.num_classes or spec.num_classes
     torch.manual_seed(0)
-    players = (create_model(cfg["teacher"], cfg["classes"], **cfg.get("teacher_options", {})),
-               create_model(cfg["student"], cfg["classes"]), create_generator(g.pop("name"), **g))
-    return [p.to(device) for p in players], g["nz"], cfg
+    players = (create_model(cfg.teacher, classes, **task.teacher_options), create_model(cfg.student, classes),
+               create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf, img_size=cfg.img_size, nc=spec.in_channels))
+    return [p.to(device) for p in players], cfg, task
 
 
 def _resident_bytes(loop) -> int:
@@ -76,7 +85,7 @@ def time_loop(method, iters: int, device: torch.device) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="mnist")
+    p.add_argument("--preset", choices=PRESETS, default="mnist")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=5, help="iterations per timed round")
     p.add_argument("--rounds", type=int, default=3)
@@ -87,10 +96,16 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     device = torch.device(args.device)
 
-    (T, S, G), nz, preset = build(args.preset, device)
-    common = dict(nz=nz, batch_size=args.batch, lr_S=preset["lr_S"], lr_G=1e-3, weight_decay=preset["wd"],
-                  device=device, loss=preset["loss"])
-    loops = {"reference": ReferenceDFAD(copy.deepcopy(T), copy.deepcopy(S), copy.deepcopy(G), **common)}
+    (T, S, G), cfg, task = build(args.preset, device)
+    loops = {"reference": ReferenceDFAD(copy.deepcopy(T), copy.deepcopy(S), copy.deepcopy(G), nz=cfg.nz,
+                                        batch_size=args.batch, lr_S=cfg.lr_S, lr_G=cfg.lr_G,
+                                        weight_decay=cfg.weight_decay, momentum=cfg.momentum, loss=cfg.loss,
+                                        device=device)}
+    opt_S, opt_G = dfad_optimizers(cfg.lr_S, cfg.lr_G, cfg.weight_decay, cfg.momentum)
+    common = dict(nz=cfg.nz, batch_size=args.batch, opt_S=opt_S, opt_G=opt_G, schedule=cfg.lr_schedule(),
+                  loss=cfg.loss, student_steps=cfg.student_steps,
+                  student_bn_update_in_g_step=cfg.student_bn_update_in_g_step,
+                  batched_generation=cfg.batched_generation, train_generator=True, task=task.name, device=device)
     variant_kw = {"default": dict(channels_last=True), "contiguous": dict(channels_last=False),
                   "amp": dict(channels_last=True, amp=True), "compile": dict(channels_last=True)}
     for name in args.variants.split(","):

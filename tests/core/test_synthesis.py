@@ -1,6 +1,7 @@
 """The synthesis engine: augmentation, the device-resident pool, every synthesizer's round, the KD method."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -17,10 +18,16 @@ from kdvision.core.methods.datafree import DataFreeKD
 from kdvision.core.methods.rgal import RGALStudentTerms
 from kdvision.core.models import create_model, list_models, model_info
 from kdvision.core.data import dataset_spec, get_dataset
+from kdvision.core.methods.dfad import DFAD
+from kdvision.core.methods.kd_data import DataKD
+from kdvision.core.recipes.datafree import DataFreeConfig, build_student_terms
+from kdvision.core.recipes.supervised import Supervised
 from kdvision.core.synthesis import (CIFAR_AUGMENT, NO_AUGMENT, AdvTripletSynthesizer, Augment, BestTracker,
                                      CMISynthesizer, DeepInversionSynthesizer, FastMetaSynthesizer, FastSynthesizer,
                                      GenerativeSynthesizer, ImagePool, Normalizer, SynthesisViews, crop_flip)
+from kdvision.core.synthesis.base import Synthesizer
 from kdvision.core.synthesis.inversion import reinit_first_layers
+from kdvision.core.synthesis.registry import SYNTHESIZERS, build_synthesizer
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -30,9 +37,19 @@ def small_pair(teacher="resnet8", student="resnet8", classes=10, seed=0):
     return create_model(teacher, num_classes=classes), create_model(student, num_classes=classes)
 
 
-def common(batch=8, g_steps=2, bn=1.0, shape=(3, 32, 32), **kw):
-    return dict(num_classes=10, image_shape=shape, mean=MEAN[: shape[0]], std=STD[: shape[0]], batch_size=batch,
-                g_steps=g_steps, device=torch.device("cpu"), bn=bn, **kw)
+def synth(method, T, S, G=None, *, batch=8, g_steps=2, bn=1.0, shape=(3, 32, 32), augment=None, **fields):
+    """``build_synthesizer`` on ``DataFreeConfig()``: the config's defaults (the one home of every hyper-parameter)
+    plus the fields a test sets; ``batch`` images per round, 10 classes, the dataset's augmentation by default."""
+    cfg = DataFreeConfig(method=method, synthesis_batch_size=batch, g_steps=g_steps, bn=bn, **fields)
+    c = shape[0]
+    augment = Augment.from_spec(dataset_spec(cfg.dataset)) if augment is None else augment
+    return build_synthesizer(cfg, T, S, num_classes=10, shape=shape, norm=(MEAN[:c], STD[:c]),
+                             device=torch.device("cpu"), world=1, augment=augment, generator=G)
+
+
+def student_terms(T, S, shape=(3, 32, 32), **fields):
+    """RGAL's student terms from ``DataFreeConfig(method="rgal")`` defaults plus the test's fields."""
+    return build_student_terms(DataFreeConfig(method="rgal", **fields), T, S, shape)
 
 
 def bn_layers(model):
@@ -225,11 +242,12 @@ def test_kornia_views_follow_the_augmentation():
     assert kinds(SynthesisViews((8, 8), norm, "local", augment=svhn)) == [K.RandomResizedCrop]
     # a synthesizer hands its augmentation to its pool and to both views
     T, S = small_pair()
-    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8, augment=svhn,
-                         **common(batch=4, g_steps=1))
+    syn = synth("cmi", T, S, small_generator(), nz=16, cr=0.8, bank_size=16, n_neg=8, augment=svhn, batch=4,
+                g_steps=1)
+    assert isinstance(syn, CMISynthesizer)
     assert syn.pool.augment == svhn and syn.global_view.augment == svhn and syn.local_view.augment == svhn
-    assert CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8,
-                          **common(batch=4, g_steps=1)).pool.augment == CIFAR_AUGMENT
+    assert synth("cmi", T, S, small_generator(), nz=16, cr=0.8, bank_size=16, n_neg=8, batch=4,
+                 g_steps=1).pool.augment == CIFAR_AUGMENT  # the config's dataset, cifar10
 
 
 def test_normalizer_bounds_and_inverse():
@@ -252,7 +270,8 @@ def test_best_tracker_keeps_strictly_lower_losses():
 def test_generative_sample_uses_eval_mode_and_leaves_bn_statistics_alone():
     T, S = small_pair()
     G = small_generator()
-    syn = GenerativeSynthesizer(T, S, G, nz=16, lr_g=1e-3, adv=1.0, oh=1.0, **common())
+    syn = synth("zskt", T, S, G, nz=16, adv=1.0, oh=1.0)
+    assert isinstance(syn, GenerativeSynthesizer) and syn.adv_loss == "kl"
     syn.synthesize()
     before = {k: v.clone() for k, v in G.state_dict().items()}
     torch.manual_seed(5)
@@ -271,7 +290,7 @@ def test_generative_round_trains_the_generator_not_the_players():
     G = small_generator()
     s_before = {k: v.clone() for k, v in S.state_dict().items()}
     g_before = [p.clone() for p in G.parameters()]
-    syn = GenerativeSynthesizer(T, S, G, nz=16, lr_g=1e-2, adv=1.0, oh=1.0, act=0.1, balance=1.0, **common())
+    syn = synth("dfq", T, S, G, nz=16, lr_g=1e-2, adv=1.0, oh=1.0, act=0.1, balance=1.0)
     out = syn.synthesize()
     assert set(out) == {"loss_syn", "loss_bn", "loss_oh", "loss_act", "loss_balance", "loss_adv"}
     assert all(p.grad is None for p in S.parameters()) and all(p.grad is None for p in T.parameters())
@@ -283,12 +302,13 @@ def test_generative_round_trains_the_generator_not_the_players():
 def test_generative_needs_a_non_zero_weight():
     T, S = small_pair()
     with pytest.raises(ValueError, match="weight is 0"):
-        GenerativeSynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, **common(bn=0.0))
+        synth("dafl", T, S, small_generator(), nz=16, bn=0.0)  # the config's weights: all 0
 
 
 def test_deepinversion_pools_the_last_iterate_by_default_and_the_best_on_request(monkeypatch):
     T, S = small_pair()
-    syn = DeepInversionSynthesizer(T, S, lr_g=0.1, adv=1.0, **common(g_steps=4))
+    syn = synth("deepinv", T, S, lr_g=0.1, adv=1.0, oh=1.0, tv=0.001, g_steps=4)
+    assert isinstance(syn, DeepInversionSynthesizer) and syn.jitter == 4 and not syn.best_of_steps
     syn.synthesize()
     expected = (syn.normalizer.inverse(syn.pixels).clamp(0, 1) * 255).to(torch.uint8)
     assert torch.equal(syn.pool.images, expected)  # the original's aliasing: the last iterate enters the pool
@@ -301,7 +321,7 @@ def test_deepinversion_pools_the_last_iterate_by_default_and_the_best_on_request
         return update(self, loss, *items)
 
     monkeypatch.setattr(BestTracker, "update", spy)
-    best = DeepInversionSynthesizer(T, S, lr_g=0.1, adv=1.0, best_of_steps=True, **common(g_steps=4))
+    best = synth("deepinv", T, S, lr_g=0.1, adv=1.0, oh=1.0, tv=0.001, best_of_steps=True, g_steps=4)
     best.synthesize()
     loss, x = min(seen, key=lambda item: item[0])
     assert torch.equal(best.pool.images, (best.normalizer.inverse(x).clamp(0, 1) * 255).to(torch.uint8))
@@ -311,8 +331,7 @@ def test_deepinversion_pools_the_last_iterate_by_default_and_the_best_on_request
 
 def test_cmi_round_adds_one_batch_to_pool_and_bank():
     T, S = small_pair()
-    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, adv=0.5, cr=0.8, cr_T=0.1, bank_size=20,
-                         n_neg=12, **common(batch=8))
+    syn = synth("cmi", T, S, small_generator(), nz=16, adv=0.5, oh=1.0, cr=0.8, cr_T=0.1, bank_size=20, n_neg=12)
     d = syn.feature_dim
     assert d == sum(m.num_features for m in T.modules() if isinstance(m, nn.BatchNorm2d))
     out = syn.synthesize()
@@ -328,7 +347,7 @@ def test_cmi_round_adds_one_batch_to_pool_and_bank():
 def test_cmi_generator_restarts_from_a_fresh_initialisation_every_round(monkeypatch):
     T, S = small_pair()
     G = small_generator()
-    syn = CMISynthesizer(T, S, G, nz=16, lr_g=1e-3, cr=0.8, bank_size=16, n_neg=8, **common(batch=4, g_steps=1))
+    syn = synth("cmi", T, S, G, nz=16, oh=1.0, cr=0.8, cr_T=0.1, bank_size=16, n_neg=8, batch=4, g_steps=1)
     starts = []
     original = syn.round_generator
 
@@ -347,8 +366,9 @@ def test_cmi_generator_restarts_from_a_fresh_initialisation_every_round(monkeypa
 
 def test_fast_warmup_switches_the_adversarial_term_on_at_the_original_round():
     T, S = small_pair()
-    syn = FastSynthesizer(T, S, small_generator(), nz=16, lr_g=3e-3, lr_z=0.01, adv=1.1, warmup=3,
-                          bn_momentum=0.9, **common(batch=4, g_steps=1))
+    syn = synth("fast", T, S, small_generator(), nz=16, lr_g=3e-3, lr_z=0.01, adv=1.1, oh=1.0, warmup=3,
+                bn_mmt=0.9, batch=4, g_steps=1)
+    assert isinstance(syn, FastSynthesizer) and syn.bn_hook.mode == "momentum"
     hook = syn.bn_hook
     assert hook.state_dict()["ema_mean"] is None  # no momentum statistics before the first round
     has_adv = []
@@ -368,15 +388,18 @@ def test_fast_warmup_switches_the_adversarial_term_on_at_the_original_round():
 def test_fast_meta_fomaml_and_reptile_meta_gradients():
     T, S = small_pair()
     G = small_generator()
-    syn = FastMetaSynthesizer(T, S, G, nz=16, lr_g=3e-3, lr_z=0.01, adv=0.0, is_maml=True,
-                              **common(batch=4, g_steps=1))
+    syn = synth("fast_meta", T, S, G, nz=16, lr_g=3e-3, lr_z=0.01, oh=1.0, bn_mmt=0.9, is_maml=1, batch=4,
+                g_steps=1)
+    assert isinstance(syn, FastMetaSynthesizer) and syn.is_maml and syn.adv == 0.0
     syn.synthesize()
     for p, q in zip(G.parameters(), syn.fast_generator.parameters()):  # one inner step: meta grad = inner grad
         assert torch.allclose(p.grad, q.grad)
 
     G2 = small_generator()
     meta_before = [p.detach().clone() for p in G2.parameters()]
-    rep = FastMetaSynthesizer(T, S, G2, nz=16, lr_g=3e-3, lr_z=0.01, is_maml=False, **common(batch=4, g_steps=2))
+    rep = synth("fast_meta", T, S, G2, nz=16, lr_g=3e-3, lr_z=0.01, oh=1.0, bn_mmt=0.9, is_maml=0, batch=4,
+                g_steps=2)
+    assert rep.reptile_scale == 67.0
     rep.synthesize()
     for p, before, q in zip(G2.parameters(), meta_before, rep.fast_generator.parameters()):
         assert torch.allclose(p.grad, 67.0 * (before - q.detach()), atol=1e-6)
@@ -386,8 +409,8 @@ def test_fast_meta_fomaml_and_reptile_meta_gradients():
 def test_reset_l0_reinitialises_only_the_first_layers_at_round_120_plus_warmup():
     T, S = small_pair()
     G = small_generator()
-    syn = FastMetaSynthesizer(T, S, G, nz=16, lr_g=0.0, lr_z=0.0, warmup=2, reset_l0=True,
-                              **common(batch=2, g_steps=1, bn=0.0))
+    syn = synth("fast_meta", T, S, G, nz=16, lr_g=0.0, lr_z=0.0, oh=1.0, warmup=2, reset_l0=1, batch=2, g_steps=1,
+                bn=0.0)
     with torch.no_grad():
         for p in G.parameters():
             p.fill_(0.5)
@@ -412,9 +435,10 @@ def test_rgal_triplet_term_uses_the_student_blocks_and_the_requested_sign(sign, 
         return triplet_loss(features, embeddings, labels, **kw)
 
     monkeypatch.setattr("kdvision.core.synthesis.rgal.triplet_loss", spy)
-    syn = AdvTripletSynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, adv=1.0, triplet=0.1,
-                                triplet_target="student", start_layer=1, end_layer=3, balanced_sampling=True,
-                                triplet_sign=sign, balance=0.1, **common(batch=8, g_steps=1))
+    syn = synth("rgal", T, S, small_generator(), nz=16, adv=1.0, oh=1.0, triplet=0.1, triplet_target="student",
+                start_layer=1, end_layer=3, balanced_sampling=True, synthesis_triplet_sign=sign, balance=0.1,
+                g_steps=1)
+    assert isinstance(syn, AdvTripletSynthesizer)
     out = syn.synthesize()
     assert {"loss_triplet", "loss_balance", "loss_adv", "loss_bn", "loss_oh"} <= set(out)
     n_blocks, channels, kw = calls[0]
@@ -424,8 +448,8 @@ def test_rgal_triplet_term_uses_the_student_blocks_and_the_requested_sign(sign, 
 
 def test_rgal_student_terms_match_their_definitions():
     T, S = small_pair("resnet14", "resnet8")
-    terms = RGALStudentTerms(T, S, (3, 32, 32), epochs=10, cd=0.1, striplet=0.1, striplet_feature="global,logits",
-                             custom_steps=0.5)
+    terms = student_terms(T, S, epochs=10, cd_loss=0.1, striplet=0.1, striplet_feature="global,logits",
+                          custom_steps=0.5)
     assert terms.block_pairs == 3 and [a.out_channels for a in terms.adapters.adapters] == [16, 32, 64]
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad(), terms.capture_teacher():
@@ -452,8 +476,7 @@ def kd_method(T, S, syn, *, batch_size, kd_steps, lr, T_kd=1.0, kd_loss="kl", wa
 
 def test_kd_method_runs_warmup_rounds_then_one_round_every_kd_steps():
     T, S = small_pair()
-    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
-                         **common(batch=4, g_steps=1))
+    syn = synth("cmi", T, S, small_generator(), nz=16, oh=1.0, cr=0.0, bank_size=16, n_neg=4, batch=4, g_steps=1)
     method = kd_method(T, S, syn, batch_size=4, kd_steps=3, lr=0.1, T_kd=4.0, warmup_rounds=2)
     method.on_epoch_start(0)
     rounds = []
@@ -467,8 +490,7 @@ def test_kd_method_runs_warmup_rounds_then_one_round_every_kd_steps():
 
 def test_kd_objective_is_honoured_temperature_kl_or_l1():
     T, S = small_pair()
-    syn = CMISynthesizer(T, S, small_generator(), nz=16, lr_g=1e-3, cr=0.0, bank_size=16, n_neg=4,
-                         **common(batch=4, g_steps=1))
+    syn = synth("cmi", T, S, small_generator(), nz=16, oh=1.0, cr=0.0, bank_size=16, n_neg=4, batch=4, g_steps=1)
     s, t = torch.randn(5, 10), torch.randn(5, 10)
     kl = kd_method(T, S, syn, batch_size=4, kd_steps=1, lr=0.1, T_kd=20.0)
     assert torch.allclose(kl.kd_objective(s, t), kldiv(s, t, T=20.0))
@@ -489,13 +511,98 @@ def test_every_zoo_classifier_works_as_rgal_teacher_and_student(name):
     T = create_model(name, num_classes=10).eval()
     S = create_model(name, num_classes=10)
     assert block_names(T)
-    syn = AdvTripletSynthesizer(T, S, small_generator(nc=c), nz=16, lr_g=1e-3, adv=1.0, triplet=0.1,
-                                triplet_target="student", start_layer=1, end_layer=3,
-                                **common(batch=4, g_steps=1, shape=(c, size, size),
-                                         bn=1.0 if any(isinstance(m, nn.BatchNorm2d) for m in T.modules()) else 0.0))
-    terms = RGALStudentTerms(T, S, (c, size, size), epochs=1, cd=0.1, striplet=0.1, striplet_feature="global")
+    syn = synth("rgal", T, S, small_generator(nc=c), nz=16, adv=1.0, oh=1.0, triplet=0.1, triplet_target="student",
+                start_layer=1, end_layer=3, batch=4, g_steps=1, shape=(c, size, size),
+                bn=1.0 if any(isinstance(m, nn.BatchNorm2d) for m in T.modules()) else 0.0)
+    terms = student_terms(T, S, (c, size, size), epochs=1, cd_loss=0.1, striplet=0.1, striplet_feature="global")
     method = kd_method(T, S, syn, batch_size=4, kd_steps=1, lr=0.01, T_kd=20.0, student_terms=terms)
     method.on_epoch_start(0)
     out = method.train_step()
     assert all(torch.isfinite(v).all() for v in out.values()), out
     assert {"loss_kd", "loss_cd", "loss_striplet", "loss_triplet"} <= set(out)
+
+
+# -- one home per hyper-parameter: the config, never a constructor default -------------------------------------------
+#: Constructor arguments that may keep a default because they are not hyper-parameters: numerics/memory switches
+#: (amp, amp_dtype, channels_last), the device, "auto" feature layers (None: the teacher's BN layers), optional
+#: collaborators (student_terms, train_metrics), run plumbing (dist, workers, task, clock) and the sample grids'
+#: size and seed.
+TECHNICAL = {"amp", "amp_dtype", "channels_last", "device", "feature_layers", "student_terms", "train_metrics",
+             "dist", "workers", "task", "clock", "sample_count", "sample_seed"}
+METHOD_CLASSES = [DataFreeKD, DFAD, DataKD, Supervised, RGALStudentTerms]
+
+
+def defaulted_arguments(cls) -> dict[str, object]:
+    """Every defaulted ``__init__`` argument of ``cls`` and of its kdvision base classes (kwargs flow up the MRO)."""
+    out = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or not klass.__module__.startswith("kdvision."):
+            continue
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[f"{klass.__name__}.{name}"] = p.default
+    return out
+
+
+@pytest.mark.parametrize("name", SYNTHESIZERS.names())
+def test_synthesizer_constructors_have_no_defaulted_hyper_parameters(name):
+    cls = SYNTHESIZERS.meta(name)["cls"]
+    assert issubclass(cls, Synthesizer)
+    hidden = {k: v for k, v in defaulted_arguments(cls).items() if k.split(".")[1] not in TECHNICAL}
+    assert not hidden, f"{name}: hyper-parameter defaults outside the config: {hidden}"
+
+
+@pytest.mark.parametrize("cls", METHOD_CLASSES, ids=lambda c: c.__name__)
+def test_method_constructors_have_no_defaulted_hyper_parameters(cls):
+    hidden = {k: v for k, v in defaulted_arguments(cls).items() if k.split(".")[1] not in TECHNICAL}
+    assert not hidden, f"{cls.__name__}: hyper-parameter defaults outside the config: {hidden}"
+
+
+#: config field -> synthesizer attribute, for the values build_synthesizer hands over unchanged
+PASSED = {"adv": "adv", "oh": "oh", "act": "act", "balance": "balance", "balance_base": "balance_base",
+          "lr_g": "lr_g", "tv": "tv", "l2": "l2", "jitter": "jitter", "best_of_steps": "best_of_steps",
+          "cr": "cr", "cr_T": "cr_T", "n_neg": "n_neg", "pair_sample": "pair_sample", "warmup": "warmup",
+          "reptile_scale": "reptile_scale", "triplet": "triplet", "triplet_target": "triplet_target"}
+
+
+@pytest.mark.parametrize("name", SYNTHESIZERS.names())
+def test_build_synthesizer_hands_every_registered_class_the_configs_values(name):
+    T, S = small_pair()
+    meta = SYNTHESIZERS.meta(name)
+    # values that differ from every field default, so that a constructor default could not pass for them
+    fields = dict(adv=0.7, oh=0.3, act=0.01, balance=0.2, balance_base="2", lr_g=2e-3, tv=0.002, l2=0.01, jitter=2,
+                  best_of_steps=True, cr=0.6, cr_T=0.3, bank_size=24, n_neg=6, head_dim=16, pair_sample=True,
+                  warmup=1, reset_l0=1, bn_mmt=0.5, is_maml=0, reptile_scale=3.0, lr_z=0.02, triplet=0.2,
+                  triplet_target="student", start_layer=1, end_layer=3, balanced_sampling=True,
+                  synthesis_triplet_sign="paper", pool_dtype="float16")
+    defaults = DataFreeConfig()
+    assert all(getattr(defaults, k) != v for k, v in fields.items())
+    syn = synth(name, T, S, small_generator() if meta["generator"] else None, nz=16, batch=4, g_steps=1, **fields)
+    assert type(syn) is meta["cls"] and syn.uses_pool == meta["pool"]
+    passed = {field: getattr(syn, attr) for field, attr in PASSED.items() if hasattr(syn, attr)}
+    assert passed == {field: fields[field] for field in passed}
+    assert syn.bn == 1.0 and syn.batch_size == 4 and syn.g_steps == 1
+    if isinstance(syn, CMISynthesizer):
+        assert syn.bank.rows.shape[0] == 24 and syn.head.head[-1].out_features == 16 and syn.lr_z is None
+    if isinstance(syn, FastSynthesizer):
+        assert syn.lr_z == 0.02 and syn.reset_l0 is True and syn.bn_hook.mode == "momentum"
+        assert syn.bn_hook.momentum == 0.5
+    if isinstance(syn, FastMetaSynthesizer):
+        assert syn.is_maml is False
+    if isinstance(syn, AdvTripletSynthesizer):
+        assert syn.layers == slice(1, 3) and syn.sampler == "balanced" and syn.swap and syn.lr_z is None
+    if name in ("dafl", "zskt", "dfq", "dfad"):
+        assert syn.adv_loss == ("l1" if name == "dfad" else "kl")
+    syn.synthesize()  # the configured synthesizer runs a round
+    if meta["pool"]:
+        assert syn.pool.images.dtype == torch.float16 and len(syn.pool) == 4
+
+
+def test_student_terms_take_the_configs_values():
+    T, S = small_pair("resnet14", "resnet8")
+    assert student_terms(T, S) is None  # the config's defaults add no student term
+    assert build_student_terms(DataFreeConfig(method="cmi", cd_loss=0.1), T, S, (3, 32, 32)) is None  # RGAL only
+    terms = student_terms(T, S, epochs=8, cd_loss=0.2, gram_loss=0.3, striplet=0.4, striplet_feature="logits",
+                          start_layer=1, end_layer=2, custom_steps=0.5, balanced_sampling_student=True)
+    assert (terms.cd, terms.gram, terms.striplet, terms.striplet_feature) == (0.2, 0.3, 0.4, "logits")
+    assert terms.layers == slice(1, 2) and terms.active_epochs == 4.0 and terms.sampler == "balanced"

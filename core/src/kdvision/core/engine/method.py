@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
+from torch.optim import Optimizer
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .optim import LRSchedule, OptimizerSpec, ScheduleService, build_optimizer, optimizer_step
@@ -73,7 +74,7 @@ class Method:
         self.amp = amp
         self.amp_dtype = amp_dtype
         self.schedules = ScheduleService()
-        self._optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._optimizers: dict[str, Optimizer] = {}
         self._clip: dict[str, float | None] = {}
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
 
@@ -85,7 +86,7 @@ class Method:
     def modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         """Every optimizer to checkpoint: those of :meth:`add_optimizer` (subclasses may add more)."""
         return dict(self._optimizers)
 
@@ -112,7 +113,7 @@ class Method:
 
     # -- services ------------------------------------------------------------------------------------------------
     def add_optimizer(self, name: str, params, spec: OptimizerSpec, schedule: LRSchedule | None = None,
-                      clip_grad_norm: float | None = None) -> torch.optim.Optimizer:
+                      clip_grad_norm: float | None = None) -> Optimizer:
         """Build the optimizer of player ``name`` (checkpointed under that name) and register its schedule."""
         opt = build_optimizer(params, spec)
         self._optimizers[name] = opt

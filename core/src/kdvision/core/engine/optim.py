@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
+from torch.optim import Optimizer
 
 from ..errors import ConfigError
 
@@ -56,7 +57,7 @@ class OptimizerSpec:
         return self
 
 
-def build_optimizer(params: Iterable, spec: OptimizerSpec) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable, spec: OptimizerSpec) -> Optimizer:
     """The optimizer ``spec`` describes over ``params`` (tensors or param-group dicts).
 
     Multi-tensor kernels: ``fused`` on CUDA; on the CPU ``foreach`` for SGD and where the spec asks for it (the
@@ -146,7 +147,7 @@ class LRSchedule:
 
 @dataclass
 class _Entry:
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     schedule: LRSchedule
     base_lrs: list[float] = field(default_factory=list)
 
@@ -161,7 +162,7 @@ class ScheduleService:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    def add(self, name: str, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+    def add(self, name: str, optimizer: Optimizer, schedule: LRSchedule) -> None:
         schedule.validate()
         self._entries[name] = _Entry(optimizer, schedule, [g["lr"] for g in optimizer.param_groups])
 
@@ -196,7 +197,7 @@ class ScheduleService:
         return {k: e.schedule.describe() for k, e in self._entries.items()}
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, clip_grad_norm: float | None = None,
+def optimizer_step(optimizer: Optimizer, loss: torch.Tensor, *, clip_grad_norm: float | None = None,
                    scaler: "torch.amp.GradScaler | None" = None, set_to_none: bool = True) -> None:
     """zero_grad → backward → (unscale →) clip gradients by global norm (when set) → step. No host sync."""
     optimizer.zero_grad(set_to_none=set_to_none)
@@ -214,6 +215,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, clip
     optimizer.step()
 
 
-def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+def _clip(optimizer: Optimizer, max_norm: float) -> None:
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from torch.optim import Optimizer
 
 from ..engine.method import Method, freeze
 from ..engine.optim import LRSchedule, OptimizerSpec
@@ -73,7 +74,7 @@ class DataFreeKD(Method):
             mods["student_terms"] = self.student_terms
         return mods
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         return {**super().optimizers(), **{f"syn_{k}": o for k, o in self.synthesizer.optimizers().items()}}
 
     def extra_state(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ F' collects, by substring of ``striplet_feature``: ``features`` → student bloc
 ``global`` → the student's penultimate pooled feature, ``logits`` → the student's logits. Negatives are
 distance-weighted (the original ignores ``--balanced_sampling`` here; ``balanced_sampling_student`` opts in).
 The terms are active while ``epoch < custom_steps · epochs``. The adapters are trained by the student's optimiser
-and, unlike the original, saved and restored with the student.
+and, unlike the original, saved and restored with the student. Every weight is a required keyword (the config is
+their one home: :func:`kdvision.core.recipes.datafree.build_student_terms`).
 """
 from __future__ import annotations
 
@@ -27,9 +28,8 @@ STRIPLET_FEATURES = ("features", "global", "logits")
 
 class RGALStudentTerms(nn.Module):
     def __init__(self, teacher: nn.Module, student: nn.Module, image_shape: tuple[int, int, int], *,
-                 epochs: int, cd: float = 0.0, gram: float = 0.0, striplet: float = 0.0,
-                 striplet_feature: str = "features", start_layer: int = 0, end_layer: int = 4,
-                 custom_steps: float = 1.0, balanced_sampling_student: bool = False) -> None:
+                 epochs: int, cd: float, gram: float, striplet: float, striplet_feature: str, start_layer: int,
+                 end_layer: int, custom_steps: float, balanced_sampling_student: bool) -> None:
         super().__init__()
         if striplet > 0 and not any(k in striplet_feature for k in STRIPLET_FEATURES):
             raise ValueError(f"striplet_feature {striplet_feature!r} names none of {', '.join(STRIPLET_FEATURES)}")

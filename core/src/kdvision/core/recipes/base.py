@@ -35,17 +35,22 @@ METHODS = Registry("method")
 
 
 def register_method(name: str, recipe: str, **overrides: Any) -> None:
-    """Register method variant ``name``: the recipe that runs it and the config values that select it."""
-    METHODS.add(name, lambda: (recipe, overrides), recipe=recipe, overrides=overrides)
+    """Register method variant ``recipe/name``: the recipe that runs it and the config values that select it.
+
+    Variants are keyed by recipe: the same name may mean different things in two recipes (``dfad/dfad``, the DFAD
+    game of ``dfad_*.py``, and ``datafree/dfad``, DFAD's generator loss as ``kd_datafree.py --method dfad``).
+    """
+    METHODS.add(f"{recipe}/{name}", lambda: (recipe, overrides), recipe=recipe, overrides=overrides)
 
 
 def list_methods() -> list[str]:
+    """Every registered method variant as ``recipe/name``."""
     return METHODS.names()
 
 
-def method_recipe(name: str) -> tuple[str, dict[str, Any]]:
-    """(recipe name, config values) of a registered method variant."""
-    meta = METHODS.meta(name)
+def method_recipe(key: str) -> tuple[str, dict[str, Any]]:
+    """(recipe name, config values) of a registered method variant ``recipe/name``."""
+    meta = METHODS.meta(key)
     return meta["recipe"], dict(meta["overrides"])
 
 

@@ -28,6 +28,27 @@ from .datafree_config import GENERATIVE, METHODS, SAVE_SAMPLES, DataFreeConfig  
 from .task import test_split_evaluator
 
 
+def build_student_terms(cfg: DataFreeConfig, teacher, student, shape: tuple[int, int, int]
+                        ) -> RGALStudentTerms | None:
+    """RGAL's student-phase terms with the config's weights; None when the method adds none."""
+    if cfg.method != "rgal" or not (cfg.cd_loss > 0 or cfg.gram_loss > 0 or cfg.striplet > 0):
+        return None
+    return RGALStudentTerms(teacher, student, shape, epochs=cfg.epochs, cd=cfg.cd_loss, gram=cfg.gram_loss,
+                            striplet=cfg.striplet, striplet_feature=cfg.striplet_feature,
+                            start_layer=cfg.start_layer, end_layer=cfg.end_layer, custom_steps=cfg.custom_steps,
+                            balanced_sampling_student=cfg.balanced_sampling_student)
+
+
+def build_datafree_kd(cfg: DataFreeConfig, teacher, student, synthesizer, *, world: int,
+                      student_terms: RGALStudentTerms | None, device) -> DataFreeKD:
+    """The KD method with the config's student optimiser, schedule, temperature and warm-up (per-rank batch)."""
+    return DataFreeKD(teacher, student, synthesizer, batch_size=cfg.batch_size // world, kd_steps=cfg.kd_steps,
+                      opt_S=OptimizerSpec("sgd", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+                      schedule=cfg.student_schedule(), T=cfg.T, kd_loss=cfg.kd_loss,
+                      warmup_rounds=cfg.warmup * cfg.rounds_per_epoch, student_terms=student_terms,
+                      device=device, amp=cfg.amp)
+
+
 @RECIPES.register("datafree")
 class DataFreeRecipe(Recipe):
     name = "datafree"
@@ -82,20 +103,9 @@ class DataFreeRecipe(Recipe):
                                              shape=self.shape, norm=self.norm, device=ctx.device, world=world,
                                              generator=p.get("generator"),
                                              augment=Augment.from_spec(dataset_spec(cfg.dataset)))
-        self.terms = None
-        if cfg.method == "rgal" and (cfg.cd_loss > 0 or cfg.gram_loss > 0 or cfg.striplet > 0):
-            self.terms = RGALStudentTerms(p["teacher"], p["student"], self.shape, epochs=cfg.epochs,
-                                          cd=cfg.cd_loss, gram=cfg.gram_loss, striplet=cfg.striplet,
-                                          striplet_feature=cfg.striplet_feature, start_layer=cfg.start_layer,
-                                          end_layer=cfg.end_layer, custom_steps=cfg.custom_steps,
-                                          balanced_sampling_student=cfg.balanced_sampling_student)
-        method = DataFreeKD(p["teacher"], p["student"], self.synthesizer, batch_size=cfg.batch_size // world,
-                            kd_steps=cfg.kd_steps,
-                            opt_S=OptimizerSpec("sgd", lr=cfg.lr, momentum=cfg.momentum,
-                                                weight_decay=cfg.weight_decay),
-                            schedule=cfg.student_schedule(), T=cfg.T, kd_loss=cfg.kd_loss,
-                            warmup_rounds=cfg.warmup * cfg.rounds_per_epoch, student_terms=self.terms,
-                            device=ctx.device, amp=cfg.amp)
+        self.terms = build_student_terms(cfg, p["teacher"], p["student"], self.shape)
+        method = build_datafree_kd(cfg, p["teacher"], p["student"], self.synthesizer, world=world,
+                                   student_terms=self.terms, device=ctx.device)
         method.name = cfg.method
         if cfg.cmi_init and not self.dry_run:
             if self.synthesizer.uses_pool:

@@ -72,6 +72,8 @@ class DataFreeConfig(RunConfig):
     l2: float = param(0.0, "DeepInversion L2 prior weight", min=0)
     best_of_steps: bool = param(False, "DeepInversion: pool the lowest-loss iterate (the original's selection was "
                                 "a no-op: the last iterate)")
+    jitter: int = param(4, "DeepInversion: largest random roll in pixels per step (the original's fixed 1/8 of the "
+                        "32-px width; no flag there)", min=0, cli=False)
     cr: float = param(1.0, "contrastive loss weight (CMI)", min=0)
     cr_T: float = param(0.5, "contrastive temperature (CMI)", min=0)
     bank_size: int = param(40960, "CMI memory-bank rows", min=1)
@@ -79,6 +81,8 @@ class DataFreeConfig(RunConfig):
     head_dim: int = param(256, "CMI projection size", min=1)
     bn_mmt: float = param(0.0, "momentum of the BN-statistics EMA (Fast)", min=0, max=1)
     is_maml: int = param(1, "Fast-Meta: 1 = FOMAML, 0 = Reptile", choices=(0, 1))
+    reptile_scale: float = param(67.0, "Fast-Meta Reptile: meta gradient = reptile_scale * (meta - adapted weights) "
+                                 "(hard-coded in the original; no flag there)", min=0, cli=False)
     reset_l0: int = param(0, "Fast: re-initialise the generator's first layers once, at epoch 120 + warmup",
                           choices=(0, 1))
     reset_bn: int = param(0, "accepted; unused by the original too", choices=(0, 1))

@@ -13,10 +13,11 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
+from torch.optim import Optimizer
 
 from ..engine.method import freeze, unwrap
 from ..hooks import BNStatsHook
-from .augment import CIFAR_AUGMENT, Augment, Normalizer
+from .augment import Augment, Normalizer
 from .pool import ImagePool
 
 
@@ -26,16 +27,22 @@ def sorted_targets(n: int, num_classes: int, device: torch.device) -> torch.Tens
 
 
 class Synthesizer:
-    """Base class; subclasses implement :meth:`synthesize` and :meth:`sample`."""
+    """Base class; subclasses implement :meth:`synthesize` and :meth:`sample`.
+
+    Every hyper-parameter is a required keyword: the one home of their values is the data-free config
+    (:class:`~kdvision.core.recipes.datafree_config.DataFreeConfig` and the presets), which
+    :func:`~kdvision.core.synthesis.registry.build_synthesizer` maps onto the constructors. Only technical switches
+    (``amp``, ``amp_dtype``, ``channels_last``) have defaults.
+    """
 
     name = "synthesizer"
     uses_pool = False
 
     def __init__(self, teacher: nn.Module, student: nn.Module, *, num_classes: int,
                  image_shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...],
-                 batch_size: int, g_steps: int, device: torch.device, amp: bool = False,
-                 amp_dtype: torch.dtype = torch.bfloat16, channels_last: bool = False, bn: float = 0.0,
-                 bn_mode: str = "deepinv", bn_momentum: float = 0.9) -> None:
+                 batch_size: int, g_steps: int, device: torch.device, bn: float, bn_mode: str,
+                 bn_momentum: float, amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16,
+                 channels_last: bool = False) -> None:
         self.teacher = freeze(teacher)
         self.student = student
         self.num_classes = num_classes
@@ -98,7 +105,7 @@ class Synthesizer:
         """Trained players owned by the synthesizer (checkpointed)."""
         return {}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,13 +134,12 @@ class PoolSynthesizer(Synthesizer):
     ``pair_sample``: every sampled image comes as two independently augmented views (RGAL's ``--pair_sample``;
     a batch of ``n`` is then 2n images, the two halves from the same pool indices).
     ``augment``: the in-domain dataset's training augmentation (``Augment.from_spec(spec)``), applied to pooled
-    images when sampled and, by the generator-based synthesizers, in their kornia views (default: CIFAR's).
+    images when sampled and, by the generator-based synthesizers, in their kornia views.
     """
 
     uses_pool = True
 
-    def __init__(self, *args: Any, pool_dtype: str = "uint8", pair_sample: bool = False,
-                 augment: Augment = CIFAR_AUGMENT, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pool_dtype: str, pair_sample: bool, augment: Augment, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.pool = ImagePool(self.image_shape, self.device, dtype=pool_dtype, augment=augment)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.optim import Optimizer
 
 from ..engine.optim import OptimizerSpec, build_optimizer, optimizer_step
 from ..engine.method import unwrap
@@ -29,8 +30,8 @@ class GenerativeSynthesizer(Synthesizer):
     name = "generative"
 
     def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, nz: int, lr_g: float,
-                 adv: float = 0.0, oh: float = 0.0, act: float = 0.0, balance: float = 0.0, adv_loss: str = "kl",
-                 balance_base: str = "e", **kwargs: Any) -> None:
+                 adv: float, oh: float, act: float, balance: float, adv_loss: str, balance_base: str,
+                 **kwargs: Any) -> None:
         super().__init__(teacher, student, **kwargs)
         if adv_loss not in ADV_LOSSES:
             raise ValueError(f"unknown adversarial loss {adv_loss!r}; valid: {', '.join(ADV_LOSSES)}")
@@ -46,7 +47,7 @@ class GenerativeSynthesizer(Synthesizer):
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         return {"generator": self.opt_G}
 
     def _generate(self, generator: nn.Module, n: int) -> torch.Tensor:

@@ -3,10 +3,10 @@
 Every round optimises a batch against targets y (uniform random, sorted) and adds the round's best batch to the
 pool (datafree_engine.md §5.2, §5.4, §5.5):
 
-- DeepInversion: the pixels themselves (Adam, betas 0.5/0.99), random roll of ±4 px and a batch flip per step,
-  BN + CE − adv·JS₃(S, T) on the jittered batch, TV (+ L2) priors on the pixels; pixels clipped to the valid normalised range after every step. The
-  original's "best" batch aliased the live tensor, so the **last** iterate entered the pool: that is the default;
-  ``best_of_steps=True`` keeps the true lowest-loss batch.
+- DeepInversion: the pixels themselves (Adam, betas 0.5/0.99), random roll of ±``jitter`` px (4) and a batch flip
+  per step, BN + CE − adv·JS₃(S, T) on the jittered batch, TV (+ L2) priors on the pixels; pixels clipped to the
+  valid normalised range after every step. The original's "best" batch aliased the live tensor, so the **last**
+  iterate entered the pool: that is the config's default; ``best_of_steps=True`` keeps the true lowest-loss batch.
 - CMI: a generator re-initialised every round (:func:`~kdvision.core.generators.dcgan_init_`) and a learnable z
   (one Adam, betas 0.5/0.999); global view RandomCrop+flip, local view RandomResizedCrop+flip; BN + CE + masked
   adversarial + cr·InfoNCE over the teacher's instance means (projection head and memory bank persist).
@@ -15,8 +15,8 @@ pool (datafree_engine.md §5.2, §5.4, §5.5):
 - Fast: one persistent generator trained a few steps per round (z with its own ``lr_z``), momentum BN loss whose
   EMA is updated after every round, adversarial term off during the warm-up rounds.
 - Fast-Meta: the same inner loop on a copy of a meta-generator; the meta-generator then takes one Adam step
-  (lr = lr_g · g_steps) on the summed inner gradients (FOMAML, ``is_maml=1``) or on 67·(θ_meta − θ_fast)
-  (Reptile, ``is_maml=0``).
+  (lr = lr_g · g_steps) on the summed inner gradients (FOMAML, ``is_maml=1``) or on
+  ``reptile_scale``·(θ_meta − θ_fast), 67 in the original (Reptile, ``is_maml=0``).
 
 The best batch of each round is tracked on the device (no ``loss.item()`` per step).
 """
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim import Optimizer
 
 from ..engine.optim import OptimizerSpec, build_optimizer, optimizer_step
 from ..engine.method import unwrap
@@ -45,9 +46,8 @@ def weighted_sum(parts: dict[str, torch.Tensor], weights: dict[str, float]) -> t
 class DeepInversionSynthesizer(PoolSynthesizer):
     name = "deepinv"
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, *, lr_g: float, adv: float = 0.0, oh: float = 1.0,
-                 tv: float = 0.001, l2: float = 0.0, jitter: int = 4, best_of_steps: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(self, teacher: nn.Module, student: nn.Module, *, lr_g: float, adv: float, oh: float, tv: float,
+                 l2: float, jitter: int, best_of_steps: bool, **kwargs: Any) -> None:
         super().__init__(teacher, student, **kwargs)
         self.lr_g = lr_g
         self.adv, self.oh, self.tv, self.l2 = adv, oh, tv, l2
@@ -98,12 +98,16 @@ class DeepInversionSynthesizer(PoolSynthesizer):
 
 
 class GeneratorInversion(PoolSynthesizer):
-    """Shared round of the methods that optimise a generator and its latent codes (CMI, Fast, Fast-Meta, RGAL)."""
+    """Shared round of the methods that optimise a generator and its latent codes (CMI, Fast, Fast-Meta, RGAL).
+
+    ``lr_z``: the latent codes' learning rate (Fast); ``None``: the codes share the generator's ``lr_g`` in one Adam
+    group, as in CMI's and RGAL's code.
+    """
 
     reset_each_round = True
 
     def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, nz: int, lr_g: float,
-                 adv: float = 0.0, oh: float = 1.0, lr_z: float | None = None, **kwargs: Any) -> None:
+                 lr_z: float | None, adv: float, oh: float, **kwargs: Any) -> None:
         super().__init__(teacher, student, **kwargs)
         self.generator = generator
         self.nz = nz
@@ -179,9 +183,9 @@ class GeneratorInversion(PoolSynthesizer):
 class CMISynthesizer(GeneratorInversion):
     name = "cmi"
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, cr: float = 0.8,
-                 cr_T: float = 0.1, bank_size: int = 40960, n_neg: int = 4096, head_dim: int = 256,
-                 feature_layers: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, cr: float, cr_T: float,
+                 bank_size: int, n_neg: int, head_dim: int, feature_layers: list[str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(teacher, student, generator, **kwargs)
         self.cr, self.cr_T, self.n_neg = cr, cr_T, n_neg
         plain_teacher = unwrap(teacher)
@@ -199,7 +203,7 @@ class CMISynthesizer(GeneratorInversion):
     def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "head": self.head, "bank": self.bank}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         return {"head": self.opt_head}
 
     def objective(self, x, y, student):
@@ -247,9 +251,8 @@ class FastSynthesizer(GeneratorInversion):
     name = "fast"
     reset_each_round = False
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, warmup: int = 0,
-                 reset_l0: bool = False, **kwargs: Any) -> None:
-        kwargs.setdefault("bn_mode", "momentum")
+    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, warmup: int,
+                 reset_l0: bool, **kwargs: Any) -> None:
         super().__init__(teacher, student, generator, **kwargs)
         self.warmup = warmup
         self.reset_l0 = reset_l0
@@ -281,8 +284,8 @@ class FastMetaSynthesizer(FastSynthesizer):
 
     name = "fast_meta"
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, is_maml: bool = True,
-                 reptile_scale: float = 67.0, **kwargs: Any) -> None:
+    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, is_maml: bool,
+                 reptile_scale: float, **kwargs: Any) -> None:
         super().__init__(teacher, student, generator, **kwargs)
         self.is_maml = is_maml
         self.reptile_scale = reptile_scale
@@ -290,7 +293,7 @@ class FastMetaSynthesizer(FastSynthesizer):
                                         OptimizerSpec("adam", lr=self.lr_g * self.g_steps, betas=(0.5, 0.999)))
         self.fast_generator: nn.Module | None = None  # the last round's adapted copy
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
         return {"meta": self.opt_meta}
 
     def round_generator(self) -> nn.Module:

@@ -37,10 +37,9 @@ TRIPLET_TARGETS = ("student", "teacher")
 class AdvTripletSynthesizer(GeneratorInversion):
     name = "rgal"
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, triplet: float = 0.0,
-                 triplet_target: str = "teacher", start_layer: int = 0, end_layer: int = 4,
-                 balanced_sampling: bool = False, triplet_sign: str = "code", balance: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, triplet: float,
+                 triplet_target: str, start_layer: int, end_layer: int, balanced_sampling: bool, triplet_sign: str,
+                 balance: float, **kwargs: Any) -> None:
         super().__init__(teacher, student, generator, **kwargs)
         if triplet_sign not in TRIPLET_SIGNS:
             raise ValueError(f"unknown triplet sign {triplet_sign!r}; valid: {', '.join(TRIPLET_SIGNS)}")
