@@ -23,11 +23,16 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(SUBPACKAG
 demo: install
 	$(PY) classification/demo.py --output runs/demo
 
+# Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes, one
+# test file per process (module fixtures such as trained teachers are built once).
+TEST_WORKERS ?= 2
+PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: install
-	KDV_DATA=$(DATA) $(PY) -m pytest -q
+	$(PYTEST)
 
 test-quick: install
-	KDV_DATA=$(DATA) $(PY) -m pytest -q -m "not slow and not gpu"
+	$(PYTEST) -m "not slow and not gpu"
 
 test-gpu: install
 	KDV_DATA=$(DATA) $(PY) -m pytest -q -m gpu

@@ -58,6 +58,27 @@ def assert_same_training_state(a: dict, b: dict, players: tuple[str, ...], atol:
     assert a["best_metric"] == b["best_metric"]
 
 
+#: The data-free end-to-end runs' shared small scale (MNIST on CPU).
+DATAFREE_SMALL = ["--batch_size", "64", "--synthesis_batch_size", "64", "--ngf", "16", "--lr_g", "0.01",
+                  "--eval-every", "100", "--device", "cpu", "--no-progress", "--log-interval", "1000",
+                  "--channels-last"]
+
+
+def distil_mnist(name: str, script: str, *args, output: Path) -> dict:
+    """Run a data-free script on MNIST at :data:`DATAFREE_SMALL` (``args`` may override it), print what its student
+    reached and return its summary."""
+    import json
+
+    proc = run_script(f"classification/{script}", "--dataset", "mnist", *DATAFREE_SMALL, *args, "--output", output,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text())
+    print(f"\n{name}: teacher {summary['teacher_metric']:.4f} student {summary['student_best']:.4f} "
+          f"({summary['iterations']} KD steps, {summary['synthesis_rounds']} rounds, pool {summary['pool_size']}, "
+          f"synthesis {summary['synthesis_time_s']:.1f} s of {summary['wall_time_s']:.1f} s)")
+    return summary
+
+
 def free_port() -> int:
     """A free TCP port for torchrun's rendezvous (port 0 hangs the launcher)."""
     import socket
