@@ -158,3 +158,19 @@ def test_atomic_save_keeps_previous_file_on_failure(tmp_path):
         save_atomic({"a": torch.zeros(2), "b": Unpicklable()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
+
+
+def test_every_recipe_loads_in_one_process_and_method_variants_are_keyed_by_recipe():
+    """``dfad`` is both a DFAD-recipe baseline and a data-free method: the two registrations must not collide."""
+    import kdvision.core.recipes.datafree  # noqa: F401
+    import kdvision.core.recipes.dfad  # noqa: F401
+    import kdvision.core.recipes.supervised  # noqa: F401
+    from kdvision.core.recipes.base import RECIPES, list_methods, method_recipe
+
+    methods = list_methods()
+    assert {"dfad/dfad", "datafree/dfad", "datafree/cmi", "supervised/supervised"} <= set(methods)
+    assert method_recipe("dfad/dfad") == ("dfad", {"baseline": "dfad"})
+    assert method_recipe("datafree/dfad") == ("datafree", {"method": "dfad"})
+    for key in methods:  # every variant names a registered recipe, and its key starts with that recipe's name
+        recipe, _ = method_recipe(key)
+        assert recipe in RECIPES.names() and key.startswith(f"{recipe}/")
