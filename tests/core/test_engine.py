@@ -190,3 +190,28 @@ def test_import_has_no_side_effects(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_entry_scripts_help_states_each_config_flags_default_once():
+    """--help of every Entry script shows, for each option generated from a config field, its default exactly once
+    (the common run flags --config/--set/--resume/... state theirs in words)."""
+    import kdvision.classification.datafree  # noqa: F401  (the entry modules register their Entry objects)
+    import kdvision.classification.dfad  # noqa: F401
+    import kdvision.classification.teacher  # noqa: F401
+    import kdvision.segmentation.dfad  # noqa: F401
+    import kdvision.segmentation.teacher  # noqa: F401
+    import argparse
+    from dataclasses import fields
+
+    from kdvision.core.recipes.base import ENTRIES
+
+    assert len(ENTRIES) >= 5
+    for script, entry in ENTRIES.items():
+        names = {f.name for f in fields(entry.recipe.config_class)}
+        groups = [g for g in entry.parser()._action_groups if not (g.title or "").startswith("run (common")]
+        bound = [a for g in groups for a in g._group_actions if a.dest in names
+                 and f"--{a.dest}" in a.option_strings  # generated from the field (not --fp16-style compat flags)
+                 and a.help != argparse.SUPPRESS]  # nor the hidden --no-<flag> negatives
+        assert len(bound) > 10, script
+        for action in bound:
+            assert action.help and action.help.count("default:") == 1, (script, action.option_strings, action.help)

@@ -287,7 +287,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, preset: 
         choices = meta.get("choices")
         if choices is not None and not isinstance(default, (list, tuple)):
             helptext += f" {{{', '.join(map(str, choices))}}}"
-        helptext = f"{helptext} (default: {_show(default)})".strip().replace("%", "%%")
+        if "default:" not in helptext:  # a help text that states its default in words keeps it
+            helptext = f"{helptext} (default: {_show(default)})"
+        helptext = helptext.strip().replace("%", "%%")
         target = _target_type(cls, f.name)
         if target is bool:
             group.add_argument(*spellings, dest=f.name, action="store_const", const=True, help=helptext)
