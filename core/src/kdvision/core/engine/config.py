@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -98,8 +99,14 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """The evaluated field annotations of a config class (evaluated once: string annotations cost a compile each)."""
+    return typing.get_type_hints(cls)
+
+
 def _target_type(cls: type, key: str) -> Any:
-    tp = typing.get_type_hints(cls)[key]
+    tp = _hints(cls)[key]
     args = typing.get_args(tp)
     if args and type(None) in args:
         rest = [a for a in args if a is not type(None)]
