@@ -55,9 +55,17 @@ class _EarlyRecords(logging.Handler):
         self.records.append(record)
 
 
-def init_logging(verbose: bool = True) -> logging.Logger:
-    """Console logging for this process (rank 0 only; other ranks show errors only), buffering for log.txt."""
+def init_logging(verbose: bool = True, *, keep: bool = True) -> logging.Logger:
+    """Console logging for this process (rank 0 only; other ranks show errors only), buffering for log.txt.
+
+    ``keep``: records buffered so far (said before the run directory exists) stay for log.txt; a new command starts
+    with ``keep=False``.
+    """
     logger = get_logger()
+    early = _EarlyRecords()
+    for handler in logger.handlers if keep else ():
+        if isinstance(handler, _EarlyRecords):
+            early.records = handler.records
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if _rank() == 0 else logging.ERROR)
@@ -65,7 +73,7 @@ def init_logging(verbose: bool = True) -> logging.Logger:
     console.setFormatter(logging.Formatter("%(message)s"))
     console.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.addHandler(console)
-    logger.addHandler(_EarlyRecords())
+    logger.addHandler(early)
     return logger
 
 

@@ -238,7 +238,7 @@ class Entry:
         from ..engine.rundir import init_logging
 
         def _main(args_list: list[str]) -> int:
-            init_logging()
+            init_logging(keep=False)
             self.build(args_list).run()
             return 0
 
