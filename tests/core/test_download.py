@@ -347,3 +347,34 @@ def test_download_arguments_are_checked(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="is not a directory"):
         download_dataset("mnist", tmp_path / "file")
+
+
+# ------------------------------------------------------------------------------------------------ the scripts' flag
+
+@pytest.mark.parametrize("script", ["dfad_mnist", "train_teacher"])
+def test_the_scripts_download_flag_fetches_the_data_then_trains(script, server, monkeypatch, tmp_path, capsys):
+    """``dfad_mnist.py --download`` / ``train_teacher.py --download``, as the originals did on first use: the data
+    comes from the (loopback) mirror into --data_root and the run evaluates on it."""
+    import json
+
+    import kdvision.classification.dfad  # noqa: F401  (registers the entry scripts)
+    import kdvision.classification.teacher  # noqa: F401
+    from kdvision.core.models import create_model
+    from kdvision.core.recipes.base import ENTRIES
+
+    serve_mnist(server, monkeypatch)
+    root = tmp_path / "data"
+    argv = ["--download", "--data_root", str(root), "--epochs", "1", "--iters-per-epoch", "1", "--batch_size", "4",
+            "--device", "cpu", "--no-progress", "--output", str(tmp_path / "run")]
+    if script == "dfad_mnist":
+        torch.save(create_model("lenet5").state_dict(), tmp_path / "mnist-lenet5.pt")
+        argv += ["--ckpt", str(tmp_path / "mnist-lenet5.pt"), "--set", "ngf=8"]
+    else:
+        argv += ["--dataset", "mnist", "--model", "lenet5"]
+    with pytest.raises(SystemExit) as exc:
+        ENTRIES[script].main(argv)
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert find_split("mnist", root, "train") and find_split("mnist", root, "test")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("acc" in r for r in records if r["split"] == "test")  # evaluated on the 10 downloaded test digits
+    assert server.requests and all(path.startswith("/mnist/") for path in server.requests)
