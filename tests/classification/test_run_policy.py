@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kdv_testutils import one_line_error, run_script
@@ -154,3 +155,53 @@ def test_iters_per_epoch_decides_the_steps_whichever_way_it_is_given(digits_teac
         run_ok("kd_datafree.py", *cmi, *given, "--output", tmp_path / f"cmi_{name}")
         summary = json.loads((tmp_path / f"cmi_{name}" / "summary.json").read_text())
         assert (summary["iterations"], summary["synthesis_rounds"]) == (8, 4)  # 2 epochs x 2 rounds of 2 KD steps
+
+
+def test_the_pool_png_folder_continues_on_resume(digits_teacher, tmp_path):
+    """--save_dir: a resumed run writes only the pool's new images, numbered on, and re-encodes nothing."""
+    cmi = [*CMI, "--teacher_weights", digits_teacher, "--save_dir", tmp_path / "pool", "--output", tmp_path / "run"]
+    run_ok("kd_datafree.py", *cmi, "--epochs", "1")
+    first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "pool").iterdir()}
+    assert sorted(first) == [f"{i:06d}.png" for i in range(8)]  # one round of 8 images
+    proc = run_ok("kd_datafree.py", *cmi, "--epochs", "2", "--resume")
+    files = sorted(p.name for p in (tmp_path / "pool").iterdir())
+    assert files == [f"{i:06d}.png" for i in range(16)]
+    assert all((tmp_path / "pool" / name).stat().st_mtime_ns == stamp and
+               (tmp_path / "pool" / name).read_bytes() == data for name, (data, stamp) in first.items())
+    assert "is not empty" not in proc.stdout  # the folder is this run's own
+
+
+def test_fast_warm_up_is_checkpointed_and_an_interrupted_run_resumes_exactly(digits_teacher, tmp_path, monkeypatch):
+    """Fast's warm-up epochs run before the first KD step, each followed by a checkpoint: a run stopped right after
+    the warm-up resumes from it without repeating it and ends where an uninterrupted run ends."""
+    import kdvision.classification.datafree  # noqa: F401  (registers the entry scripts)
+    from kdvision.core.checkpoint import read_checkpoint
+    from kdvision.core.methods.datafree import DataFreeKD
+    from kdvision.core.recipes.base import ENTRIES
+
+    from kdv_testutils import assert_same_training_state
+
+    fast = [*CMI[2:], "--method", "fast", "--warmup", "1", "--epochs", "3", "--teacher_weights", str(digits_teacher)]
+    fast = [str(a) for a in fast]
+    ENTRIES["kd_datafree"].build([*fast, "--output", str(tmp_path / "full")]).run()
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(DataFreeKD, "train_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ENTRIES["kd_datafree"].build([*fast, "--output", str(tmp_path / "part")]).run()
+    saved = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert saved["step"] == 0  # the warm-up's checkpoint, before any KD step
+    warmup = [r for r in records(tmp_path / "part") if r["split"] == "warmup"]
+    assert [r["epoch"] for r in warmup] == [1] and "loss_syn" in warmup[0]
+    ENTRIES["kd_datafree"].build([*fast, "--output", str(tmp_path / "part"), "--resume"]).run()
+    assert [r["epoch"] for r in records(tmp_path / "part") if r["split"] == "warmup"] == [1]  # not run again
+    full = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    part = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert full["step"] == 4
+    assert_same_training_state(full, part, ("student", "syn_generator"))
+    syn_full, syn_part = full["method_state"]["extra"]["synthesizer"], part["method_state"]["extra"]["synthesizer"]
+    assert syn_full["rounds"] == syn_part["rounds"] == 3  # 1 warm-up round, then 2 KD epochs of one round each
+    assert torch.equal(syn_full["pool"]["images"], syn_part["pool"]["images"])

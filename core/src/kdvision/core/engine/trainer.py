@@ -261,9 +261,13 @@ class EvalHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Writes ``last.pt`` after every epoch and ``best.pt`` on a new best metric (atomically, rank 0 only)."""
+    """Writes ``last.pt`` after every epoch and ``best.pt`` on a new best metric (atomically, rank 0 only).
 
-    priority = 30
+    It runs after every other hook's ``after_epoch``, so the checkpoint holds the hooks' state as of the epoch's end
+    (a hook that wrote files in this epoch has counted them when its state is saved).
+    """
+
+    priority = 90
 
     def after_epoch(self, trainer: Trainer) -> None:
         trainer.save(trainer.run.last_ckpt)
