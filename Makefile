@@ -10,7 +10,7 @@ export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test test-quick test-gpu bench dist clean
+.PHONY: install demo test test-quick test-gpu bench bench-gpu dist clean
 
 install: $(STAMP)
 
@@ -38,8 +38,14 @@ test-gpu: install
 	KDV_DATA=$(DATA) $(PY) -m pytest -q -m gpu
 
 bench: install
-	$(PY) benchmarks/bench_dfad.py --data_root $(DATA)
+	$(PY) benchmarks/bench_dfad.py
 	$(PY) benchmarks/bench_datafree.py --quick
+
+# Every GPU measurement in one process within BENCH_BUDGET seconds (parts that no longer fit are skipped and
+# recorded); results in runs/bench-gpu/bench_gpu.{json,md}. `--device cpu --smoke` tries it without a GPU.
+BENCH_BUDGET ?= 480
+bench-gpu: install
+	$(PY) benchmarks/bench_gpu.py --device cuda --budget-s $(BENCH_BUDGET) --out-dir runs/bench-gpu
 
 # One wheel per distribution (the six subpackages and the meta-package), each with its own version, built by
 # poetry-core in pip's isolated build environment. Needs only pip: no `make install` (no torch) required.

@@ -54,9 +54,12 @@ def preset_config(preset: str):
     return apply_overrides(DFADConfig(), CLASSIFICATION_PRESETS[preset], "the preset"), CLASSIFICATION
 
 
-def build(preset: str, device: torch.device):
-    """The preset's players (teacher, student, generator) as the DFAD recipe builds them, its config and task."""
+def build(preset: str, device: torch.device, img_size: int | None = None):
+    """The preset's players (teacher, student, generator) as the DFAD recipe builds them, its config and task;
+    ``img_size`` overrides the preset's generated-image size."""
     cfg, task = preset_config(preset)
+    if img_size:
+        cfg = apply_overrides(cfg, {"img_size": img_size}, "the benchmark")
     spec = dataset_spec(cfg.dataset)
     classes = cfg.num_classes or spec.num_classes
     torch.manual_seed(0)
@@ -92,11 +95,13 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--variants", default="default,contiguous,amp",
                    help="kdvision variants to time: default (channels_last), contiguous, amp (bf16), compile")
+    p.add_argument("--img_size", type=int, help="generated-image size (default: the preset's; fully convolutional "
+                   "players only: camvid, caltech101)")
     p.add_argument("--out", help="write the result as JSON here")
     args = p.parse_args(argv)
     device = torch.device(args.device)
 
-    (T, S, G), cfg, task = build(args.preset, device)
+    (T, S, G), cfg, task = build(args.preset, device, args.img_size)
     loops = {"reference": ReferenceDFAD(copy.deepcopy(T), copy.deepcopy(S), copy.deepcopy(G), nz=cfg.nz,
                                         batch_size=args.batch, lr_S=cfg.lr_S, lr_G=cfg.lr_G,
                                         weight_decay=cfg.weight_decay, momentum=cfg.momentum, loss=cfg.loss,
@@ -130,7 +135,7 @@ def main(argv=None) -> dict:
                 peaks[name] = max(peaks.get(name, 0.0), peak)
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
-        "preset": args.preset, "batch": args.batch, "device": str(device),
+        "preset": args.preset, "batch": args.batch, "img_size": cfg.img_size, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
         platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "iters_per_round": args.iters, "rounds": args.rounds, "it_per_s": med,
