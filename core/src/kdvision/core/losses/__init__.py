@@ -13,6 +13,7 @@ Front doors: ``get_loss("kldiv")`` returns the function, ``list_losses()`` the r
 | ``contrastive`` | ``ProjectionHead``, ``MemoryBank``, ``cmi_contrastive_loss`` |
 | ``triplet`` | ``pairwise_distances``, ``negative_log_weights``, ``negative_weights``, ``sample_triplets``, ``triplet_loss``, ``triplet_loss_with_count`` |
 | ``channel`` | ``ChannelAdapters``, ``cd_loss``, ``gram_loss``, ``gram_channel_weights`` |
+| ``gan`` | ``patch_d_loss``, ``patch_g_loss``, ``entropy`` (MosaicKD) |
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .bn import (
 )
 from .channel import ChannelAdapters, cd_loss, gram_channel_weights, gram_loss
 from .contrastive import MemoryBank, ProjectionHead, cmi_contrastive_loss
+from .gan import entropy, patch_d_loss, patch_g_loss
 from .kd import (
     activation_loss,
     adversarial_kl,
@@ -71,6 +73,9 @@ _ENTRIES: tuple[tuple[str, Callable[..., Any], tuple[str, ...], str], ...] = (
     ("triplet_loss", triplet_loss, ("triplet",), "relation"),
     ("cd_loss", cd_loss, ("cd",), "features"),
     ("gram_loss", gram_loss, ("gram",), "features"),
+    ("patch_d_loss", patch_d_loss, ("patch_gan_d",), "gan"),
+    ("patch_g_loss", patch_g_loss, ("patch_gan_g", "local"), "gan"),
+    ("entropy", entropy, ("align",), "logits"),
 )
 for _name, _fn, _aliases, _group in _ENTRIES:
     LOSSES.add(_name, _fn, aliases=_aliases, group=_group)

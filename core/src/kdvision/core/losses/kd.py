@@ -125,12 +125,16 @@ def class_balance(logits: torch.Tensor, base: str | int | float = "e") -> torch.
 
     p̄ = (1/B) Σ_i softmax(logits_i) is the batch-mean prediction; minimising L_bal maximises the entropy of p̄.
     ``base``: ``"e"`` (natural log, the engine's ``balance``), ``2`` (MosaicKD's ``balance``), ``10`` (MosaicKD-DFQ's
-    ``ie``); the strings ``"2"``/``"10"`` are accepted. p̄_c·log p̄_c is computed with ``xlogy`` (0·log 0 = 0),
-    identical to the original wherever the original is finite.
+    ``ie``); the strings ``"2"``/``"10"`` are accepted. p̄_c·log p̄_c is computed with ``xlogy`` (0·log 0 = 0), and
+    for bases 2 and 10 with ``log2``/``log10`` directly, as the originals: identical to them wherever they are finite
+    (the same rounding, which matters where Adam normalises a near-zero gradient).
     """
     scale = _log_base(base)
     p_bar = F.softmax(logits.float(), dim=1).mean(dim=0)
-    return torch.xlogy(p_bar, p_bar).sum() / scale
+    if scale == 1.0:
+        return torch.xlogy(p_bar, p_bar).sum()
+    log = torch.log2 if scale == math.log(2.0) else torch.log10
+    return torch.where(p_bar > 0, p_bar * log(p_bar), torch.zeros_like(p_bar)).sum()
 
 
 def activation_loss(features: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,12 @@ method's published script values live in the task's preset files, not here and n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..data import dataset_spec
-from ..data.normalization import normalization
 from ..engine.config import RunConfig, param
 from ..engine.optim import LRSchedule
 from ..engine.rundir import note, warn
 from ..errors import ConfigError
-from ..models import model_info
+from .task import teacher_checkpoint, teacher_normalization
 
 GENERATIVE = ("dafl", "zskt", "dfq", "dfad")
 METHODS = GENERATIVE + ("deepinv", "cmi", "fast", "fast_meta", "rgal")
@@ -182,18 +179,7 @@ class DataFreeConfig(RunConfig):
         return LRSchedule("constant")
 
     def expected_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Explicit ``--normalize`` > the teacher entry's own statistics > the dataset's."""
-        spec = dataset_spec(self.dataset)
-        if self.normalize:
-            return normalization(self.normalize, channels=spec.in_channels)
-        info = model_info(self.teacher)
-        if "mean" in info and "std" in info:
-            return normalization((info["mean"], info["std"]), channels=spec.in_channels)
-        return normalization((spec.mean, spec.std), channels=spec.in_channels)
+        return teacher_normalization(self.dataset, self.teacher, self.normalize)
 
     def teacher_checkpoint(self) -> str:
-        path = self.teacher_weights or f"checkpoints/pretrained/{self.dataset}_{self.teacher}.pth"
-        if not Path(path).expanduser().is_file():
-            raise ConfigError(f"teacher checkpoint not found: {path} (pass --teacher_weights PATH; CMI's released "
-                              f"teachers are named {{dataset}}_{{arch}}.pth)")
-        return path
+        return teacher_checkpoint(self.teacher_weights, self.dataset, self.teacher)

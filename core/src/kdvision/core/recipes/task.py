@@ -62,3 +62,34 @@ def test_split_evaluator(ctx: RunContext, task: TaskAdapter, cfg: Any, *, datase
     ds: Dataset = get_dataset(dataset, root, split=split, normalize=normalize, **task.dataset_options(cfg))
     dist: DistInfo = ctx.dist
     return task.make_evaluator(ds, batch_size, ctx.device, dist, workers, cfg.amp, cfg.channels_last)
+
+
+def teacher_normalization(dataset: str, teacher: str, normalize: str | None
+                          ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation a teacher expects: explicit ``--normalize`` > the teacher entry's own statistics > the
+    dataset's."""
+    from ..data import dataset_spec
+    from ..data.normalization import normalization
+    from ..models import model_info
+
+    spec = dataset_spec(dataset)
+    if normalize:
+        return normalization(normalize, channels=spec.in_channels)
+    info = model_info(teacher)
+    if "mean" in info and "std" in info:
+        return normalization((info["mean"], info["std"]), channels=spec.in_channels)
+    return normalization((spec.mean, spec.std), channels=spec.in_channels)
+
+
+def teacher_checkpoint(path: str | None, dataset: str, teacher: str) -> str:
+    """The teacher checkpoint to load: ``path``, else CMI's released layout ``checkpoints/pretrained/{dataset}_{arch}
+    .pth`` (also MosaicKD's); a missing file is a one-line error."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    path = path or f"checkpoints/pretrained/{dataset}_{teacher}.pth"
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"teacher checkpoint not found: {path} (pass --teacher_weights PATH; CMI's released "
+                          f"teachers are named {{dataset}}_{{arch}}.pth)")
+    return path
