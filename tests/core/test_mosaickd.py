@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ from kdvision.core.losses import entropy, get_loss, patch_d_loss, patch_g_loss
 from kdvision.core.methods.mosaickd import MosaicKD
 from kdvision.core.models import create_model
 from kdvision.core.synthesis.augment import Augment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from mosaickd_reference import ReferenceMosaicKD  # noqa: E402
 
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # CIFAR-100 (the in-domain set of the README)
 OOD_MEAN, OOD_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # CIFAR-10
@@ -94,63 +99,18 @@ def stream_batches(seed: int, count: int) -> list[torch.Tensor]:
     return [order[i * B:(i + 1) * B] for i in range(count)]
 
 
-def reference(T, S, G, D, ood, iterations: int, g_grads: list | None = None) -> None:
-    """kd_mosaic.py's train(), written from the original: plain torch, teacher gradients on, per-iteration cosine.
-    ``g_grads`` collects G's gradients of every G step."""
+def reference(T, S, G, D, ood, iterations: int) -> ReferenceMosaicKD:
+    """kd_mosaic.py's train() (benchmarks/mosaickd_reference.py) on the batches of the two seeded streams."""
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
-    normalizer = lambda x: (x - mean) / std
-    real_batches, ood_batches = stream_batches(SEED, iterations), stream_batches(SEED + 1, 5 * iterations)
-    optim_g = torch.optim.Adam(G.parameters(), lr=LR_G, betas=[0.5, 0.999])
-    optim_d = torch.optim.Adam(D.parameters(), lr=LR_G, betas=[0.5, 0.999])
-    optim_s = torch.optim.SGD(S.parameters(), LR, momentum=0.9, weight_decay=WD)
-    scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=TOTAL) for o in (optim_s, optim_d, optim_g)]
-
-    def kl(s, t, T=1.0):
-        return F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(t / T, dim=1), reduction="batchmean") * (T * T)
-
-    S.train(), T.eval(), D.train(), G.train()
-    for i in range(iterations):
-        real = normalizer(ood[real_batches[i]].float() / 255)
-        z = torch.randn(size=(B, NZ))
-        images = normalizer(G(z))
-        d_out_fake, d_out_real = D(images.detach()), D(real.detach())
-        loss_d = (F.binary_cross_entropy_with_logits(d_out_fake, torch.zeros_like(d_out_fake), reduction="sum")
-                  + F.binary_cross_entropy_with_logits(d_out_real, torch.ones_like(d_out_real), reduction="sum")) \
-            / (2 * len(d_out_fake)) * W["local"]
-        optim_d.zero_grad()
-        loss_d.backward()
-        optim_d.step()
-
-        t_out, s_out = T(images), S(images)
-        pyx, log_pyx = F.softmax(t_out, dim=1), F.log_softmax(t_out, dim=1)
-        py = pyx.mean(0)
-        d_out_fake = D(images)
-        loss_local = F.binary_cross_entropy_with_logits(d_out_fake, torch.ones_like(d_out_fake), reduction="sum") \
-            / len(d_out_fake)
-        loss_align = -(pyx * log_pyx).sum(1).mean()
-        loss_adv = -kl(s_out, t_out)
-        loss_balance = (py * torch.log2(py)).sum()
-        loss_g = W["adv"] * loss_adv + loss_align * W["align"] + W["local"] * loss_local + loss_balance * W["balance"]
-        optim_g.zero_grad()
-        loss_g.backward()
-        if g_grads is not None:
-            g_grads.append({k: p.grad.clone() for k, p in G.named_parameters()})
-        optim_g.step()
-
-        for k in range(5):
-            with torch.no_grad():
-                z = torch.randn(size=(B, NZ))
-                images = normalizer(G(z))
-                ood_images = normalizer(ood[ood_batches[5 * i + k]].float() / 255)
-                images = torch.cat([images, ood_images])
-                t_out = T(images)
-            s_out = S(images.detach())
-            loss_s = kl(s_out, t_out.detach(), T=TEMP)
-            optim_s.zero_grad()
-            loss_s.backward()
-            optim_s.step()
-        for sched in scheds:
-            sched.step()
+    real_batches = iter(stream_batches(SEED, iterations))
+    ood_batches = iter(stream_batches(SEED + 1, 5 * iterations))
+    loop = ReferenceMosaicKD(T, S, G, D, real=lambda: (ood[next(real_batches)].float() / 255 - mean) / std,
+                             ood=lambda: (ood[next(ood_batches)].float() / 255 - mean) / std, nz=NZ, batch_size=B,
+                             mean=MEAN, std=STD, lr=LR, lr_g=LR_G, weight_decay=WD, total_iters=TOTAL, T=TEMP, **W)
+    loop.record = True
+    for _ in range(iterations):
+        loop.train_step()
+    return loop
 
 
 def max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -166,8 +126,6 @@ def test_one_iteration_equals_the_original_loop_in_every_players_weights():
     G's gradient contributions); those weights are compared to Adam's bound lr instead."""
     T, S, G, D, ood = players()
     ref = [copy.deepcopy(m) for m in (T, S, G, D)]
-    for m in ref[0].parameters():
-        m.requires_grad_(True)  # the original left the teacher's gradients on
     torch.manual_seed(11)
     method = ours(*[copy.deepcopy(m) for m in (T, S, G, D)], ood)
     ours_grads: list[dict] = []
@@ -181,8 +139,7 @@ def test_one_iteration_equals_the_original_loop_in_every_players_weights():
     method.update = recording
     run_ours(method, 1)
     torch.manual_seed(11)
-    ref_grads: list[dict] = []
-    reference(*ref, ood, 1, ref_grads)
+    ref_grads = reference(*ref, ood, 1).g_grads
     for k, g in ref_grads[0].items():
         assert torch.allclose(ours_grads[0][k], g, rtol=0, atol=1e-6), k
     assert max_diff(method.student, ref[1]) < 1e-6  # weights and BN running statistics

@@ -1,4 +1,4 @@
-"""MosaicKD — knowledge distillation from out-of-domain data (Fang et al., NeurIPS 2021; ``reference/mosaickd.md``).
+"""MosaicKD and Blind KD — knowledge distillation from out-of-domain data (Fang et al., NeurIPS 2021; ``reference/mosaickd.md``).
 
 A four-player game: generator G, patch discriminator D, frozen teacher T, student S. One iteration, in the
 original's order (§2):
@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from ..data.stream import StreamLoader
 from ..engine.distributed import DistInfo
-from ..engine.method import Method, freeze, no_weight_grads, preserved_bn_stats, unwrap
+from ..engine.method import LossDictMethod, Method, freeze, no_weight_grads, preserved_bn_stats, unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
 from ..losses import class_balance, entropy, kldiv, patch_d_loss, patch_g_loss
 from ..synthesis.augment import Augment
@@ -53,6 +53,11 @@ def _index_stream(n: int, batch_size: int, seed: int, dist: DistInfo) -> StreamL
                         collate_fn=torch.tensor)
 
 
+def _check_ood(ood: torch.Tensor) -> None:
+    if ood.dtype != torch.uint8 or ood.dim() != 4:
+        raise ValueError(f"the OOD images must be one uint8 N x C x H x W tensor, got {ood.dtype} {tuple(ood.shape)}")
+
+
 def _stats(values: Sequence[float], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
@@ -69,8 +74,7 @@ class MosaicKD(Method):
                  dist: DistInfo = DistInfo(), device: torch.device = torch.device("cpu"), amp: bool = False,
                  channels_last: bool = False, sample_count: int = 32) -> None:
         super().__init__(device, amp)
-        if ood.dtype != torch.uint8 or ood.dim() != 4:
-            raise ValueError(f"the OOD images must be one uint8 N x C x H x W tensor, got {ood.dtype} {tuple(ood.shape)}")
+        _check_ood(ood)
         self.teacher = freeze(teacher)
         self.student, self.generator, self.discriminator = student, generator, discriminator
         self.ood = ood.to(device)
@@ -182,3 +186,58 @@ class MosaicKD(Method):
         if "sample_z" in state:
             self.sample_z = state["sample_z"].to(self.device)
             self.sample_idx = state["sample_idx"].to(self.device)
+
+
+class BlindKD(LossDictMethod):
+    """"Blind KD" (MosaicKD's ``kd_vanilla.py``): the student imitates the teacher on OOD images only,
+    L = τ² KL_τ(p_T ‖ p_S), one SGD step per batch. The batches come from the same uint8 OOD copy and index stream
+    as MosaicKD's, with the **in-domain** training augmentation and normalisation (as the original's transform)."""
+
+    name = "blind_kd"
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, ood: torch.Tensor, *, batch_size: int,
+                 mean: Sequence[float], std: Sequence[float], augment: Augment, opt_S: OptimizerSpec,
+                 schedule_S: LRSchedule, T: float, seed: int, dist: DistInfo = DistInfo(),
+                 device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
+                 sample_count: int = 32) -> None:
+        super().__init__(device, amp)
+        _check_ood(ood)
+        self.teacher, self.student = freeze(teacher), student
+        self.ood, self.T, self.augment = ood.to(device), T, augment
+        self.mean, self.std = _stats(mean, device), _stats(std, device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.add_optimizer("student", student.parameters(), opt_S, schedule_S)
+        self.stream = _index_stream(len(self.ood), batch_size, seed, dist)
+        self.sample_idx = torch.randperm(len(self.ood), generator=torch.Generator().manual_seed(seed))[:sample_count]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def batch(self) -> torch.Tensor:
+        idx = next(self.stream).to(self.device, non_blocking=True)
+        x = self.augment(self.ood[idx]).float() / 255
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        self.student.train()
+        x = self.batch()
+        with torch.no_grad(), self.autocast():
+            t = self.teacher(x)
+        with self.autocast():
+            s = self.student(x)
+        return {"loss_kd": kldiv(s, t, T=self.T)}, {"agreement": (s.argmax(1) == t.argmax(1)).float().mean()
+                                                   .detach()}
+
+    @torch.no_grad()
+    def sample_images(self) -> torch.Tensor:
+        """A fixed set of the OOD images the student learns from (normalised space)."""
+        x = self.ood[self.sample_idx.to(self.ood.device)].float() / 255
+        return (x - self.mean) / self.std
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"stream": self.stream.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "stream" in state:
+            self.stream.load_state_dict(state["stream"])
+            self.stream.close()
