@@ -10,6 +10,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The modules whose import registers every entry script (``ENTRIES``) and recipe (``RECIPES``).
+ENTRY_MODULES = ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
+                 "kdvision.classification.mosaickd", "kdvision.segmentation.dfad", "kdvision.segmentation.teacher")
+
+
+def import_entry_modules() -> None:
+    import importlib
+
+    for module in ENTRY_MODULES:
+        importlib.import_module(module)
+
 
 def data_root() -> Path:
     """The shared real-data folder: $KDV_DATA, else ``<repo>/../shared/data``."""

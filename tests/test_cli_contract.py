@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import typing
 
 import pytest
@@ -18,10 +17,9 @@ from kdvision.core.engine.config import RUN_CONTROL, _target_type
 from kdvision.core.errors import ConfigError
 from kdvision.core.recipes.base import ENTRIES
 
-ENTRY_MODULES = ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
-                 "kdvision.segmentation.dfad", "kdvision.segmentation.teacher")
-for _module in ENTRY_MODULES:
-    importlib.import_module(_module)
+from kdv_testutils import import_entry_modules
+
+import_entry_modules()
 
 #: The least a script needs on its command line before its config resolves (the data-free scripts pick their preset by
 #: ``--method``; rgal.py refuses a run in which every synthesis weight is 0, as in RGAL main.py's defaults).

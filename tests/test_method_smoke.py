@@ -8,7 +8,6 @@ must finish, log finite losses and write the run directory.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 
@@ -20,9 +19,9 @@ from PIL import Image
 from kdvision.core.models import build_model
 from kdvision.core.recipes.base import ENTRIES, RECIPES, list_methods, method_recipe
 
-for _module in ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
-                "kdvision.segmentation.dfad", "kdvision.segmentation.teacher"):
-    importlib.import_module(_module)
+from kdv_testutils import import_entry_modules
+
+import_entry_modules()
 
 COMMON = ["--device", "cpu", "--no-progress", "--epochs", "1", "--seed", "0"]
 #: recipe -> (entry script, tiny command line; ``{lenet5}`` / ``{resnet8}`` name the random teachers).
@@ -33,6 +32,9 @@ SMOKE = {
                                  "--teacher_weights", "{resnet8}", "--kd_steps", "2", "--ep_steps", "2", "--g_steps",
                                  "1", "--batch_size", "4", "--synthesis_batch_size", "4", "--ngf", "8", "--nz", "16",
                                  "--bank_size", "16", "--n_neg", "4"]),
+    "mosaickd": ("kd_mosaic", ["--dataset", "digits", "--unlabeled", "{images}", "--teacher", "resnet8", "--student",
+                              "resnet8", "--teacher_weights", "{resnet8}", "--batch-size", "4", "--iters-per-epoch",
+                              "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--workers", "0"]),
     "supervised": ("train_teacher", ["--dataset", "digits", "--model", "resnet8", "--batch_size", "8",
                                      "--iters-per-epoch", "2"]),
 }

@@ -195,11 +195,9 @@ def test_import_has_no_side_effects(tmp_path):
 def test_every_entry_scripts_help_states_each_config_flags_default_once():
     """--help of every Entry script shows, for each option generated from a config field, its default exactly once
     (the common run flags --config/--set/--resume/... state theirs in words)."""
-    import kdvision.classification.datafree  # noqa: F401  (the entry modules register their Entry objects)
-    import kdvision.classification.dfad  # noqa: F401
-    import kdvision.classification.teacher  # noqa: F401
-    import kdvision.segmentation.dfad  # noqa: F401
-    import kdvision.segmentation.teacher  # noqa: F401
+    from kdv_testutils import import_entry_modules
+
+    import_entry_modules()  # the entry modules register their Entry objects
     import argparse
     from dataclasses import fields
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, TensorImageDataset, dataset_spec,
                    dataset_splits, find_split, get_dataset, is_embedded, list_datasets)
 from .download import DOWNLOADABLE, download_dataset
+from .imagenet32 import load_downsampled, load_imagenet32, load_places365_32
 from .normalization import NORMALIZATION, dataset_normalization, normalization
+from .ood import (OOD_SOURCES, list_ood_sources, load_image_folder, load_ood, ood_normalization, ood_subset,
+                  resolve_ood, subset_applies)
 from .resize import resize_uint8_like_pil
 from .stream import StreamLoader, StreamSampler
 
@@ -27,4 +30,7 @@ __all__ = [
     "TensorImageDataset",
     "dataset_normalization", "dataset_spec", "dataset_splits", "download_dataset", "find_split", "get_dataset", "is_embedded", "list_datasets", "normalization",
     "resize_uint8_like_pil",
+    # out-of-domain data (MosaicKD, Blind KD)
+    "OOD_SOURCES", "list_ood_sources", "load_downsampled", "load_image_folder", "load_imagenet32", "load_ood",
+    "load_places365_32", "ood_normalization", "ood_subset", "resolve_ood", "subset_applies",
 ]
