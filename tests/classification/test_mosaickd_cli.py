@@ -1,0 +1,143 @@
+"""kd_mosaic.py / kd_vanilla.py: the README command's dry run, one-line errors for bad input (no run directory
+left), exact resume through the script, and Blind KD's run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdvision.core.checkpoint import read_checkpoint
+from kdvision.core.models import create_model
+
+from kdv_testutils import assert_same_training_state, one_line_error, run_script
+
+# MosaicKD's README command (seed_commands.md §1), verbatim after the script path.
+README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
+          "--epoch 200 --lr 0.1 --local 1 --align 1 --adv 1 --balance 10 --gpu 0").split()
+TINY = ["--dataset", "cifar10", "--teacher", "resnet8", "--student", "resnet8", "--batch-size", "4", "--ngf", "8",
+        "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--iters-per-epoch", "2", "--device", "cpu", "--workers", "0",
+        "--no-progress", "--log-interval", "1"]
+
+
+def write_images(folder, n: int, size: int = 32, mode: str = "RGB", seed: int = 0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """CMI-layout teachers (random weights) for CIFAR-100 (wrn40_2) and CIFAR-10 (resnet8), and an OOD folder."""
+    root = tmp_path_factory.mktemp("mosaic")
+    (root / "checkpoints" / "pretrained").mkdir(parents=True)
+    torch.manual_seed(0)
+    for dataset, arch, classes in (("cifar100", "wrn40_2", 100), ("cifar10", "resnet8", 10)):
+        torch.save({"state_dict": create_model(arch, num_classes=classes).state_dict()},
+                   root / "checkpoints" / "pretrained" / f"{dataset}_{arch}.pth")
+    write_images(root / "ood", 24)
+    return root
+
+
+def test_readme_command_dry_run_prints_the_plan(setup):
+    proc = run_script("classification/kd_mosaic.py", *README, "--unlabeled", setup / "ood", "--device", "cpu",
+                      "--dry-run", cwd=setup)
+    assert proc.returncode == 0, proc.stderr
+    for text in ("OOD distillation plan (mosaickd)", "cifar100 (100 classes", "24 images (3, 32, 32)",
+                 "wrn40_2 2.255 M params, weights checkpoints/pretrained/cifar100_wrn40_2.pth", "wrn16_1",
+                 "mosaickd nz=100 2.026 M params", "patch 0.531 M params",
+                 "G: adv 1.0 align 1.0 local 1.0 balance 10.0", "KL at T=1 on [256 mosaics; 256 OOD]",
+                 "200 epochs x 1 it (1 D, 1 G, 5 S steps each)", "normalised in-domain",
+                 "(world size 1)"):
+        assert text in proc.stdout, (text, proc.stdout)
+    assert not (setup / "runs").exists()
+
+
+@pytest.mark.parametrize("problem", ["unknown_source", "wrong_size", "grayscale", "class_mismatch", "subset",
+                                     "legacy_folder", "missing_teacher"])
+def test_bad_input_is_one_line_and_leaves_no_run_directory(problem, setup, tmp_path):
+    ood = setup / "ood"
+    args = [*TINY, "--unlabeled", ood, "--output", tmp_path / "run"]
+    expected = {"unknown_source": ("imagenet64", "valid"), "wrong_size": ("16x16", "32"),
+                "grayscale": ("grayscale.png",), "class_mismatch": ("does not match",),
+                "subset": ("--ood_subset applies to imagenet_32x32 and places365_32x32 only",),
+                "legacy_folder": ("folder",), "missing_teacher": ("teacher checkpoint not found",)}[problem]
+    if problem == "unknown_source":
+        args += ["--unlabeled", "imagenet64"]
+    elif problem == "wrong_size":
+        bad = write_images(tmp_path / "mixed", 3)
+        write_images(tmp_path / "mixed" / "small", 1, size=16)
+        args += ["--unlabeled", bad]
+        expected = ("16", "32")
+    elif problem == "grayscale":
+        bad = write_images(tmp_path / "gray", 2)
+        Image.fromarray(np.zeros((32, 32), np.uint8), "L").save(bad / "grayscale.png")
+        args += ["--unlabeled", bad]
+    elif problem == "class_mismatch":
+        args += ["--dataset", "cifar100", "--teacher_weights", setup / "checkpoints" / "pretrained" /
+                 "cifar10_resnet8.pth"]
+    elif problem == "subset":
+        args += ["--unlabeled", "cifar10", "--ood_subset"]
+    elif problem == "legacy_folder":
+        args += ["--ood_kd_normalization", "legacy"]
+    else:
+        args += ["--teacher_weights", tmp_path / "nope.pth"]
+    err = one_line_error(run_script("classification/kd_mosaic.py", *args, cwd=setup))
+    assert all(text in err for text in expected), (problem, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_is_exact(setup, tmp_path, monkeypatch):
+    """A run stopped after its first epoch and resumed ends where the uninterrupted run ends: G, D, S, their
+    optimisers, the per-iteration cosine (whose length is the whole run's) and both OOD streams, bit for bit."""
+    import kdvision.classification.mosaickd  # noqa: F401  (registers the entry scripts)
+    from kdvision.core.methods.mosaickd import MosaicKD
+    from kdvision.core.recipes.base import ENTRIES
+
+    monkeypatch.chdir(setup)
+    args = [str(a) for a in (*TINY, "--unlabeled", setup / "ood", "--local", "1", "--align", "1", "--balance", "10",
+                             "--epochs", "2")]
+    ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "full")]).run()
+    step = MosaicKD.train_step
+    calls = []
+
+    def stop_in_epoch_two(self):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return step(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(MosaicKD, "train_step", stop_in_epoch_two)
+        with pytest.raises(KeyboardInterrupt):
+            ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "part")]).run()
+    assert read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 2
+    ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "part"), "--resume"]).run()
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert a["step"] == 4 and set(a["method_state"]["modules"]) == {"student", "generator", "discriminator"}
+    assert_same_training_state(a, b, ("student", "generator", "discriminator"))
+    assert a["method_state"]["extra"]["d_stream"] == b["method_state"]["extra"]["d_stream"]
+    assert a["method_state"]["extra"]["kd_stream"] == b["method_state"]["extra"]["kd_stream"]
+    train = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+                         if '"train"' in line]
+    assert train("part") == train("full")  # every logged loss and learning rate, epoch 2 included
+
+
+def test_blind_kd_trains_the_student_on_the_ood_images_at_T5(setup, tmp_path):
+    proc = run_script("classification/kd_vanilla.py", *TINY, "--unlabeled", setup / "ood", "--output",
+                      tmp_path / "run", cwd=setup)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["method"] == "blind_kd" and summary["iterations"] == 2
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(ckpt["method_state"]["modules"]) == {"student"}
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "method: blind_kd" in config and "T: 5.0" in config
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_kd" in r for r in records)
