@@ -8,6 +8,8 @@ Parts (each one call of an existing benchmark's ``main(argv)``, at the published
   default, contiguous, amp, compile;
 - ``datafree-cmi``, ``datafree-rgal``: ``bench_datafree.py`` KD step and synthesis step at its published shapes
   (synthesis batch 256, KD batch 128 / 128 pairs, bank 40960 x 5408, n_neg 4096, pool 2048 PNGs);
+- ``mosaickd``: ``bench_mosaickd.py`` (wrn40_2 → wrn16_1, batch 256 + 256 OOD per student step, the
+  reference's two DataLoader stacks with 4 workers each), variants default, contiguous, amp;
 - ``seg-camvid``: ``bench_dfad.py --preset camvid`` at batch 64, 128 x 128 px (the preset's size): it/s and peak
   memory, variants default, amp;
 - ``dfad-caltech101``: ``bench_dfad.py`` at batch 64, 128 px, the four variants; last, as it is the one to drop
@@ -72,6 +74,8 @@ PARTS = [
          20, 5, 70, 0.25, dict(batch=2, variants="default,amp"), 10),
     Part("datafree-cmi", "bench_datafree", dict(methods="cmi"), 20, 5, 40, 0.3, DATAFREE_SMOKE, 6),
     Part("datafree-rgal", "bench_datafree", dict(methods="rgal"), 20, 5, 35, 0.25, DATAFREE_SMOKE, 6),
+    Part("mosaickd", "bench_mosaickd", dict(batch=256, workers=4, variants="default,contiguous,amp"),
+         10, 3, 40, 0.5, dict(quick=True, ood=256, workers=0), 20),
     Part("seg-camvid", "bench_dfad", dict(preset="camvid", batch=64, variants="default,amp"),
          10, 3, 15, 0.4, dict(batch=2, img_size=64), 15),
     Part("dfad-caltech101", "bench_dfad", dict(preset="caltech101", batch=64, variants=DFAD_VARIANTS),
