@@ -232,3 +232,106 @@ def test_bad_ood_tensor_is_refused():
     T, S, G, D, ood = players()
     with pytest.raises(ValueError, match="uint8"):
         ours(T, S, G, D, ood.float())
+
+
+# ------------------------------------------------------------------------------ MosaicKD's DFQ baseline ("DFQAD")
+
+class ReferenceDFQ:
+    """MosaicKD's kd_datafree.py train(), written from the original (teacher gradients on, the student's weight
+    gradients computed in the G step, BN mean/var hooks with unbiased variances), as its two halves."""
+
+    def __init__(self, T, S, G, *, lr, lr_g, wd, adv, oh, ie, bn) -> None:
+        self.T, self.S, self.G = T, S, G
+        self.hp = dict(adv=adv, oh=oh, ie=ie, bn=bn)
+        self.mean, self.std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        self.optim_s = torch.optim.Adam(S.parameters(), lr, weight_decay=wd)
+        self.optim_g = torch.optim.Adam(G.parameters(), lr_g)
+
+    def normalizer(self, x):
+        return (x - self.mean) / self.std
+
+    @staticmethod
+    def kl(s, t):
+        return F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="batchmean")
+
+    def g_step(self) -> dict:
+        T, S, G, hp = self.T, self.S, self.G, self.hp
+        stats = []
+        bns = [m for m in T.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+        def hook(module, inputs, output):
+            x = inputs[0]
+            stats.append((x.mean([0, 2, 3]), x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(1, unbiased=True)))
+
+        handles = [m.register_forward_hook(hook) for m in bns]
+        bn_mean, bn_var = torch.cat([m.running_mean for m in bns]), torch.cat([m.running_var for m in bns])
+        S.train(), T.eval(), G.train()
+        images = self.normalizer(G(torch.randn(size=(B, NZ))))
+        t_out, s_out = T(images), S(images)
+        loss_one_hot = F.cross_entropy(t_out, t_out.data.max(1)[1])
+        softmax_o_T = F.softmax(t_out, dim=1).mean(dim=0)
+        loss_information_entropy = (softmax_o_T * torch.log10(softmax_o_T)).sum()
+        loss_bn = torch.norm(torch.cat([m for m, _ in stats]) - bn_mean, 2) + \
+            torch.norm(torch.cat([v for _, v in stats]) - bn_var, 2)
+        loss_g = -hp["adv"] * self.kl(s_out, t_out) + loss_one_hot * hp["oh"] + \
+            loss_information_entropy * hp["ie"] + hp["bn"] * loss_bn
+        self.optim_g.zero_grad()
+        loss_g.backward()
+        grads = {k: p.grad.clone() for k, p in G.named_parameters()}
+        self.optim_g.step()
+        for h in handles:
+            h.remove()
+        return {"loss_g": loss_g.detach(), "loss_bn": loss_bn.detach(), "grads": grads}
+
+    def s_steps(self) -> None:
+        for _ in range(5):
+            with torch.no_grad():
+                images = self.normalizer(self.G(torch.randn(size=(B, NZ))))
+                t_out = self.T(images)
+            s_out = self.S(images.detach())
+            loss_s = self.kl(s_out, t_out.detach())
+            self.optim_s.zero_grad()
+            loss_s.backward()
+            self.optim_s.step()
+
+
+def test_mosaickd_dfq_iteration_equals_the_original_loop():
+    """The G step: the same losses and G gradients (1e-6); the 5 Adam student steps from the same updated G: the
+    same student (1e-6). (Adam's first steps move each weight by about ±lr whatever |g|, so a G that differs in
+    a few near-zero-gradient weights by float rounding would change the student's batches; the halves are checked
+    from the same state.)"""
+    from kdvision.core.methods.mosaickd import MosaicDFQ
+
+    T, S, G, _, _ = players()
+    hp = dict(adv=1.0, oh=0.5, ie=20.0, bn=1.0)
+    ref = ReferenceDFQ(*[copy.deepcopy(m) for m in (T, S, G)], lr=1e-3, lr_g=LR_G, wd=WD, **hp)
+    method = MosaicDFQ(*[copy.deepcopy(m) for m in (T, S, G)], nz=NZ, batch_size=B, mean=MEAN, std=STD,
+                       opt_S=OptimizerSpec("adam", lr=1e-3, weight_decay=WD), opt_G=OptimizerSpec("adam", lr=LR_G),
+                       schedule=LRSchedule("cosine", total=200), kd_steps=5, **hp)
+    calls, snapshots = [], {}
+    update = method.update
+
+    def recording(name, loss):
+        update(name, loss)
+        calls.append(name)
+        if name == "generator":
+            snapshots["grads"] = {k: p.grad.clone() for k, p in method.generator.named_parameters()}
+            snapshots["G"] = copy.deepcopy(method.generator.state_dict())
+            snapshots["rng"] = torch.get_rng_state()
+
+    method.update = recording
+    torch.manual_seed(4)
+    out = method.train_step()
+    torch.manual_seed(4)
+    theirs = ref.g_step()
+    assert calls == ["generator"] + ["student"] * 5
+    assert torch.allclose(out["loss_g"], theirs["loss_g"], atol=1e-6)
+    assert torch.allclose(out["loss_bn"], theirs["loss_bn"], atol=1e-6)
+    for k, g in theirs["grads"].items():
+        assert torch.allclose(snapshots["grads"][k], g, rtol=0, atol=1e-6), k
+    ref.G.load_state_dict(snapshots["G"])
+    torch.set_rng_state(snapshots["rng"])
+    ref.s_steps()
+    assert max_diff(method.student, ref.S) < 1e-6
+    assert set(out) == {"loss_s", "loss_g", "loss_adv", "loss_oh", "loss_ie", "loss_bn"}
+    assert all(p.grad is None for p in method.teacher.parameters())

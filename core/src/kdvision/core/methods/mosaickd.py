@@ -31,7 +31,7 @@ from ..data.stream import StreamLoader
 from ..engine.distributed import DistInfo
 from ..engine.method import LossDictMethod, Method, freeze, no_weight_grads, preserved_bn_stats, unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
-from ..losses import class_balance, entropy, kldiv, patch_d_loss, patch_g_loss
+from ..losses import class_balance, entropy, kldiv, onehot_ce, patch_d_loss, patch_g_loss
 from ..synthesis.augment import Augment
 
 
@@ -241,3 +241,83 @@ class BlindKD(LossDictMethod):
         if "stream" in state:
             self.stream.load_state_dict(state["stream"])
             self.stream.close()
+
+
+class MosaicDFQ(Method):
+    """MosaicKD's data-free baseline (its ``kd_datafree.py``, "DFQAD"; ``reference/mosaickd.md`` §4.3), not the
+    engine's DFQ. One iteration:
+
+    1. **G step.** x = N_in(G(z)); L_G = −adv·KL_1(p_T ‖ p_S) + oh·CE(t, argmax t) + ie·Σ p̄ log₁₀ p̄ + bn·L_BN with
+       L_BN the global-norm form over every teacher BN layer (unbiased batch variances); Adam on G. S runs in train
+       mode (its BN statistics absorb x, as in the original) and gives input gradients only.
+    2. **5 student steps.** Under no_grad x = N_in(G(z')), t = T(x); L_S = KL_1(p_T ‖ p_S(x)); **Adam** on S.
+
+    Schedules (cosine per epoch for S and G) come from the caller. No augmentation, no data.
+    """
+
+    name = "dfq_mosaickd"
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, generator: nn.Module, *, nz: int, batch_size: int,
+                 mean: Sequence[float], std: Sequence[float], opt_S: OptimizerSpec, opt_G: OptimizerSpec,
+                 schedule: LRSchedule, adv: float, oh: float, ie: float, bn: float, kd_steps: int,
+                 device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False,
+                 sample_count: int = 32, sample_seed: int = 0) -> None:
+        super().__init__(device, amp)
+        from ..hooks import BNStatsHook
+
+        self.teacher, self.student, self.generator = freeze(teacher), student, generator
+        self.nz, self.batch_size, self.kd_steps = nz, batch_size, kd_steps
+        self.adv, self.oh, self.ie, self.bn = adv, oh, ie, bn
+        self.mean, self.std = _stats(mean, device), _stats(std, device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.bn_hook = BNStatsHook(unwrap(teacher), mode="global")
+        self.add_optimizer("student", student.parameters(), opt_S, schedule)
+        self.add_optimizer("generator", generator.parameters(), opt_G, schedule)
+        self.sample_z = torch.randn(sample_count, nz, generator=torch.Generator().manual_seed(sample_seed)).to(device)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "generator": self.generator}
+
+    def _fake(self, G: nn.Module) -> torch.Tensor:
+        x = G(torch.randn(self.batch_size, self.nz, device=self.device))
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        T, S, G = self.teacher, self.student, self.generator
+        S.train(), G.train()
+        S_plain = unwrap(S)
+        with no_weight_grads(S_plain), self.autocast():
+            x = self._fake(G)
+            with self.bn_hook.active():
+                t = T(x)
+            s = S_plain(x)
+            loss_adv = -kldiv(s, t, T=1.0)
+            loss_oh = onehot_ce(t)
+            loss_ie = class_balance(t, base=10)
+            loss_bn = self.bn_hook.loss()
+            g_loss = self.adv * loss_adv + self.oh * loss_oh + self.ie * loss_ie + self.bn * loss_bn
+        self.update("generator", g_loss)
+        G_plain = unwrap(G)
+        for _ in range(self.kd_steps):
+            with torch.no_grad(), self.autocast():
+                x = self._fake(G_plain)
+                t = T(x)
+            with self.autocast():
+                s_loss = kldiv(S(x), t, T=1.0)
+            self.update("student", s_loss)
+        return {"loss_s": s_loss.detach(), "loss_g": g_loss.detach(), "loss_adv": loss_adv.detach(),
+                "loss_oh": loss_oh.detach(), "loss_ie": loss_ie.detach(), "loss_bn": loss_bn.detach()}
+
+    @torch.no_grad()
+    def sample_images(self) -> torch.Tensor:
+        G = unwrap(self.generator)
+        with preserved_bn_stats(G):
+            G.train()
+            return (G(self.sample_z) - self.mean) / self.std
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"sample_z": self.sample_z.cpu()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "sample_z" in state:
+            self.sample_z = state["sample_z"].to(self.device)
