@@ -18,7 +18,8 @@ from kdv_testutils import assert_same_training_state, one_line_error, run_script
 README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
           "--epoch 200 --lr 0.1 --local 1 --align 1 --adv 1 --balance 10 --gpu 0").split()
 TINY = ["--dataset", "cifar10", "--teacher", "resnet8", "--student", "resnet8", "--batch-size", "4", "--ngf", "8",
-        "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--iters-per-epoch", "2", "--device", "cpu", "--workers", "0",
+        "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--iters-per-epoch", "2", "--epochs", "1", "--device", "cpu",
+        "--workers", "0",
         "--no-progress", "--log-interval", "1"]
 
 
@@ -141,3 +142,43 @@ def test_blind_kd_trains_the_student_on_the_ood_images_at_T5(setup, tmp_path):
     assert "method: blind_kd" in config and "T: 5.0" in config
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss_kd" in r for r in records)
+
+
+# MosaicKD README's DFQ line (seed_commands.md §1.3), verbatim after the script path: no --method.
+DFQ_README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
+              "--epoch 200 --lr 0.1 --local 1 --align 1 --adv 1 --balance 10 --gpu 0").split()
+
+
+def test_kd_datafree_without_method_is_mosaickds_dfq_and_its_readme_line_runs(setup):
+    proc = run_script("classification/kd_datafree.py", *DFQ_README, "--device", "cpu", "--dry-run", cwd=setup)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    notes = [line for line in out.splitlines() if line.startswith(("note:", "warning:"))]
+    assert "note: DFQ (MosaicKD's kd_datafree.py) does not use --unlabeled --local --align --balance" in notes
+    assert any("--lr 0.1 is the DFQ student's Adam learning rate" in line for line in notes)
+    for text in ("OOD distillation plan (dfq)", "no training image", "G: adv 1.0 oh 0.5 ie 20.0 (log10) bn 1.0",
+                 "200 epochs x 200 it (1 G, 5 S steps each), batch 256, S Adam lr 0.1"):
+        assert text in out, (text, out)
+
+
+def test_kd_datafree_with_a_method_is_the_engine_and_datafree_kd_still_needs_one(setup, tmp_path):
+    (tmp_path / "cmi.yaml").write_text("method: cmi\n")
+    for args in (["--method", "cmi"], ["--config", tmp_path / "cmi.yaml"], ["--set", "method=cmi"]):
+        proc = run_script("classification/kd_datafree.py", "--dataset", "cifar10", "--teacher", "resnet8",
+                          "--student", "resnet8", "--device", "cpu", "--dry-run", *args, cwd=setup)
+        assert proc.returncode == 0 and "data-free KD plan (cmi)" in proc.stdout, (args, proc.stderr)
+    err = one_line_error(run_script("classification/datafree_kd.py", "--dataset", "cifar10", "--dry-run", cwd=setup))
+    assert "--method is required" in err
+
+
+def test_dfq_trains_without_data(setup, tmp_path):
+    proc = run_script("classification/kd_datafree.py", "--dataset", "cifar10", "--teacher", "resnet8", "--student",
+                      "resnet8", "--batch-size", "4", "--ngf", "8", "--nz", "16", "--kd_steps", "2",
+                      "--iters-per-epoch", "2", "--epochs", "2", "--device", "cpu", "--workers", "0", "--no-progress",
+                      "--output", tmp_path / "run", cwd=setup)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["method"] == "dfq_mosaickd" and summary["iterations"] == 4
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(ckpt["method_state"]["modules"]) == {"student", "generator"}
+    assert ckpt["method_state"]["optimizers"]["student"]["param_groups"][0]["betas"] == (0.9, 0.999)  # Adam

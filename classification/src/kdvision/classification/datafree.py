@@ -99,8 +99,35 @@ ENTRIES = {script: Entry(DataFreeRecipe, CLASSIFICATION, script=script, preset=_
            for script in ("kd_datafree", "datafree_kd")}
 
 
+def method_given(argv: list[str]) -> bool:
+    """Whether a command line names a data-free method: ``--method``, ``--set method=...`` or a ``--config`` file
+    with a ``method`` key."""
+    from kdvision.core.engine.config import load_yaml
+
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg == "--method" or arg.startswith("--method=") or (arg == "--set" and nxt.startswith("method=")):
+            return True
+        if arg == "--config" and nxt:
+            try:
+                if "method" in load_yaml(nxt):
+                    return True
+            except ConfigError:
+                return True  # let the engine report the bad file
+    return False
+
+
 def main(argv: list[str] | None = None, script: str = "kd_datafree.py") -> None:
-    ENTRIES[script.removesuffix(".py")].main(argv)
+    """``kd_datafree.py`` without a method is MosaicKD's DFQ baseline (MosaicKD's script of that name takes no
+    ``--method``); with one, the CMI / Fast-Datafree engine. ``datafree_kd.py`` (CMI's name) always needs one."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if script == "kd_datafree.py" and not method_given(args):
+        from .mosaickd import main as mosaickd_main
+
+        return mosaickd_main(args, script="kd_datafree_dfq")
+    ENTRIES[script.removesuffix(".py")].main(args)
 
 
 # -- RGAL ------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from kdvision.core.recipes.mosaickd import MOSAICKD_FLAGS, MosaicKDConfig, Mosai
 
 from .common import CLASSIFICATION
 
-__all__ = ["MosaicKDConfig", "ENTRIES", "BLIND_KD", "main"]
+__all__ = ["MosaicKDConfig", "ENTRIES", "BLIND_KD", "DFQ", "main"]
 
 #: kd_mosaic.py flags kdvision accepts without a config field (said once when given).
 IGNORED = {"output_stride": "unused by the original too", "start_epoch": "use --resume (exact) instead",
@@ -42,6 +42,8 @@ def _adjust(cfg: MosaicKDConfig, given: set[str], args) -> None:
 
 #: kd_vanilla.py's defaults (reference/mosaickd.md §4.2): batch 128, KL at T = 5.
 BLIND_KD = {"method": "blind_kd", "batch_size": 128, "T": 5.0}
+#: MosaicKD's kd_datafree.py defaults (§4.3): CIFAR-10, batch 128, Adam student at 1e-3, 200 iterations per epoch.
+DFQ = {"method": "dfq", "dataset": "cifar10", "batch_size": 128, "lr": 1e-3, "iters_per_epoch": 200}
 
 ENTRIES = {
     "kd_mosaic": Entry(MosaicKDRecipe, CLASSIFICATION, script="kd_mosaic", preset={}, aliases=MOSAICKD_FLAGS,
@@ -52,6 +54,12 @@ ENTRIES = {
                         compat=dict(gpu=True, no_cuda=False, fp16=True), extend_parser=_accepted, adjust=_adjust,
                         description="Blind KD: the student imitates the teacher on out-of-domain images (KL at --T); "
                                     "flags of MosaicKD's kd_vanilla.py"),
+    # kd_datafree.py without --method (MosaicKD's command lines; CMI's always pass --method)
+    "kd_datafree_dfq": Entry(MosaicKDRecipe, CLASSIFICATION, script="kd_datafree_dfq", preset=DFQ,
+                             aliases=MOSAICKD_FLAGS, compat=dict(gpu=True, no_cuda=False, fp16=True),
+                             extend_parser=_accepted, adjust=_adjust,
+                             description="MosaicKD's data-free baseline (DFQ, its kd_datafree.py): kd_datafree.py "
+                                         "without --method. With --method: the CMI / Fast-Datafree engine"),
 }
 
 

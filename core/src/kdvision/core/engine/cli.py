@@ -59,10 +59,16 @@ def config_parser(description: str, cls: type, *, preset: dict[str, Any] | None 
                   aliases: dict[str, Iterable[str]] | None = None, skip: Iterable[str] = (),
                   groups: dict[str, str] | None = None, title: str = "options") -> ArgumentParser:
     """A script's parser: :func:`base_parser`, the RunConfig fields, then every other field of ``cls``."""
+    import dataclasses
+
     p = base_parser(description)
     run_fields = {f for f in RunConfig.__dataclass_fields__}
-    add_config_arguments(p, RunConfig, preset=preset, aliases=aliases, skip=set(_HAND_MADE) | set(skip),
-                         title="run settings")
+    # a recipe config that redefines a run field (MosaicKD's 200 epochs) shows its own default
+    own = {f.name: f.default for f in dataclasses.fields(cls)
+           if f.name in run_fields and f.default is not dataclasses.MISSING
+           and f.default != RunConfig.__dataclass_fields__[f.name].default}
+    add_config_arguments(p, RunConfig, preset={**own, **(preset or {})}, aliases=aliases,
+                         skip=set(_HAND_MADE) | set(skip), title="run settings")
     add_config_arguments(p, cls, preset=preset, aliases=aliases, skip=run_fields | set(skip), groups=groups,
                          title=title)
     return p

@@ -23,18 +23,22 @@ from ..data import dataset_spec
 from ..data.ood import load_ood, ood_normalization, ood_subset, subset_applies
 from ..engine.config import RunConfig, param
 from ..engine.optim import LRSchedule, OptimizerSpec
+from ..engine.rundir import note, warn
 from ..engine.runner import param_count
 from ..engine.trainer import denormalize
 from ..errors import ConfigError
 from ..generators import create_discriminator, create_generator
-from ..methods.mosaickd import BlindKD, MosaicKD
+from ..methods.mosaickd import BlindKD, MosaicDFQ, MosaicKD
 from ..models import build_model, check_model_fits
 from ..synthesis.augment import Augment
 from .base import RECIPES, Recipe, register_method
 from .task import teacher_checkpoint, teacher_normalization, test_split_evaluator
 
 KD_NORMALIZATIONS = ("in_domain", "legacy")
-OOD_METHODS = ("mosaickd", "blind_kd")
+OOD_METHODS = ("mosaickd", "blind_kd", "dfq")
+#: Fields of the OOD methods that MosaicKD's DFQ baseline does not use (its README line passes some of them).
+DFQ_UNUSED = ("unlabeled", "ood_subset", "ood_subset_size", "ood_kd_normalization", "local", "align", "balance",
+              "discriminator", "ndf", "T")
 
 #: kd_mosaic.py's spellings of MosaicKDConfig fields.
 MOSAICKD_FLAGS = {"batch_size": ["--batch-size"], "weight_decay": ["--wd"], "nz": ["--z_dim"],
@@ -44,14 +48,15 @@ MOSAICKD_FLAGS = {"batch_size": ["--batch-size"], "weight_decay": ["--wd"], "nz"
 
 @dataclass
 class MosaicKDConfig(RunConfig):
-    method: str = param("mosaickd", "mosaickd (kd_mosaic.py) or blind_kd (kd_vanilla.py: KD on the OOD images "
-                        "only)", choices=OOD_METHODS)
+    method: str = param("mosaickd", "mosaickd (kd_mosaic.py), blind_kd (kd_vanilla.py: KD on the OOD images "
+                        "only) or dfq (MosaicKD's data-free baseline, its kd_datafree.py)", choices=OOD_METHODS)
     dataset: str = param("cifar100", "in-domain dataset: classes, normalisation, test split (MosaicKD's README: "
                          "cifar100)")
     eval_dataset: str | None = param(None, "evaluate on this dataset's test split (e.g. cifar10_test_subset)",
                                      flags=("--eval-dataset",))
     unlabeled: str = param("cifar10", "OOD training data: cifar10, cifar100, svhn, imagenet_32x32, "
                            "places365_32x32, or an image folder path")
+    epochs: int = param(200, "epochs (the original's default)", min=1)
     ood_subset: bool = param(False, "keep the --ood_subset_size highest teacher-entropy OOD images (ImageNet-32, "
                              "Places365-32)", flags=("--ood-subset",))
     ood_subset_size: int = param(50000, "OOD images kept by --ood_subset (the original: the in-domain training set "
@@ -83,6 +88,9 @@ class MosaicKDConfig(RunConfig):
     align: float = param(0.1, "weight of the teacher's entropy on the mosaics (label-space alignment)", min=0)
     local: float = param(0.1, "weight of the patch-GAN terms (D's loss and G's local authenticity)", min=0)
     balance: float = param(0.0, "weight of the class-balance term (log2)", min=0)
+    oh: float = param(0.5, "DFQ: weight of the teacher's one-hot CE on the synthetic images", min=0)
+    ie: float = param(20.0, "DFQ: weight of the class-balance term (log10)", min=0)
+    bn: float = param(1.0, "DFQ: weight of the BN-statistics loss (global-norm form)", min=0)
     kd_steps: int = param(5, "student steps per iteration", min=1)
     student_bn_update_in_g_step: bool = param(True, "S in train mode in the G step (its BN statistics absorb the "
                                               "mosaics), as the original")
@@ -93,6 +101,9 @@ class MosaicKDConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.method == "dfq" and not (self.adv or self.oh or self.ie or self.bn):
+            raise ConfigError("every generator loss weight (--adv --oh --ie --bn) is 0: nothing would shape the "
+                              "synthetic images")
         if self.method == "mosaickd" and not (self.adv or self.align or self.local or self.balance):
             raise ConfigError("every generator loss weight (--adv --align --local --balance) is 0: nothing would "
                               "shape the mosaics")
@@ -108,11 +119,22 @@ class MosaicKDRecipe(Recipe):
     def plan_title(self) -> str:
         return f"OOD distillation plan ({self.cfg.method})"
 
+    @property
+    def data_free(self) -> bool:
+        return self.cfg.method == "dfq"
+
     def check(self) -> None:
         cfg = self.cfg
         for name in (cfg.teacher, cfg.student):
             check_model_fits(name, cfg.dataset)
-        if cfg.ood_subset and not subset_applies(cfg.unlabeled):
+        if self.data_free:
+            unused = [f"--{k}" for k in DFQ_UNUSED if k in self.given]
+            if unused:
+                note(f"DFQ (MosaicKD's kd_datafree.py) does not use {' '.join(unused)}")
+            if cfg.lr > 0.01:
+                warn(f"--lr {cfg.lr:g} is the DFQ student's Adam learning rate; MosaicKD's kd_datafree.py default "
+                     f"is 1e-3 (its README line passes 0.1, 100x that)")
+        if cfg.ood_subset and not self.data_free and not subset_applies(cfg.unlabeled):
             raise ConfigError(f"--ood_subset applies to imagenet_32x32 and places365_32x32 only, not --unlabeled "
                               f"{cfg.unlabeled} (the original ignored it silently: its README's subset command "
                               f"ran the CIFAR-10 experiment)")
@@ -121,6 +143,9 @@ class MosaicKDRecipe(Recipe):
         self.num_classes = cfg.num_classes or spec.num_classes
         self.shape = (spec.in_channels, *spec.image_size)
         self.norm = teacher_normalization(cfg.dataset, cfg.teacher, cfg.normalize)
+        if self.data_free:
+            self.ood = None
+            return
         # legacy: the OOD set's own statistics (an image folder has none: a one-line error here, before any work)
         self.kd_norm = ood_normalization(cfg.unlabeled) if cfg.ood_kd_normalization == "legacy" else self.norm
         self.ood = load_ood(cfg.unlabeled, cfg.data_root, size=self.shape[1:], channels=self.shape[0])
@@ -136,9 +161,10 @@ class MosaicKDRecipe(Recipe):
                                                dataset=cfg.dataset)),
             "student": ctx.prepare(build_model(cfg.student, self.num_classes, dataset=cfg.dataset)),
         }
-        if cfg.method == "mosaickd":
+        if cfg.method in ("mosaickd", "dfq"):
             players["generator"] = ctx.prepare(create_generator(cfg.generator, nz=cfg.nz, ngf=cfg.ngf,
                                                                 img_size=(h, w), nc=c))
+        if cfg.method == "mosaickd":
             players["discriminator"] = ctx.prepare(create_discriminator(cfg.discriminator, nc=c, ndf=cfg.ndf))
         if cfg.ood_subset:
             index = ood_subset(self.ood, players["teacher"], n=cfg.ood_subset_size, mean=self.norm[0],
@@ -162,6 +188,8 @@ class MosaicKDRecipe(Recipe):
     @property
     def iters_per_epoch(self) -> int:
         """One pass of the discriminator stream over the OOD set (the original's ``len(train_loader)``)."""
+        if self.ood is None:
+            return self.cfg.iters_per_epoch or 200  # DFQ: hard-coded in MosaicKD's kd_datafree.py
         return self.cfg.iters_per_epoch or math.ceil(len(self.ood) / self.cfg.batch_size)
 
     def build_method(self):
@@ -169,6 +197,13 @@ class MosaicKDRecipe(Recipe):
         total = cfg.epochs * self.iters_per_epoch
         cosine = LRSchedule("cosine", unit="iter", total=total)
         sgd = OptimizerSpec("sgd", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.method == "dfq":  # Adam for S and G (default betas), cosine per epoch for both
+            return MosaicDFQ(p["teacher"], p["student"], p["generator"], nz=cfg.nz,
+                             batch_size=cfg.batch_size // ctx.dist.world_size, mean=self.norm[0], std=self.norm[1],
+                             opt_S=OptimizerSpec("adam", lr=cfg.lr, weight_decay=cfg.weight_decay),
+                             opt_G=OptimizerSpec("adam", lr=cfg.lr_g), schedule=LRSchedule("cosine", total=cfg.epochs),
+                             adv=cfg.adv, oh=cfg.oh, ie=cfg.ie, bn=cfg.bn, kd_steps=cfg.kd_steps, device=ctx.device,
+                             amp=cfg.amp, channels_last=cfg.channels_last, sample_seed=cfg.seed)
         if cfg.method == "blind_kd":
             return BlindKD(p["teacher"], p["student"], self.ood, batch_size=cfg.batch_size // ctx.dist.world_size,
                            mean=self.norm[0], std=self.norm[1], augment=Augment.from_spec(dataset_spec(cfg.dataset)),
@@ -195,8 +230,20 @@ class MosaicKDRecipe(Recipe):
 
     def plan(self) -> dict[str, str]:
         cfg, p = self.cfg, self.players
-        kd_norm = "in-domain" if cfg.ood_kd_normalization == "in_domain" else \
-            f"legacy: the OOD set's own mean={self.kd_norm[0]} std={self.kd_norm[1]}"
+        if cfg.method == "dfq":
+            return {
+                "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
+                           f"std={self.norm[1]}); no training image",
+                "teacher": f"{cfg.teacher} {param_count(p['teacher'])} params, weights {self.ckpt}",
+                "student": f"{cfg.student} {param_count(p['student'])} params",
+                "generator": f"{cfg.generator} nz={cfg.nz} {param_count(p['generator'])} params",
+                "losses": f"G: adv {cfg.adv} oh {cfg.oh} ie {cfg.ie} (log10) bn {cfg.bn} (global norm); S: KL at T=1",
+                "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it (1 G, {cfg.kd_steps} S steps each), "
+                            f"batch {cfg.batch_size}, S Adam lr {cfg.lr} wd {cfg.weight_decay}, G Adam lr {cfg.lr_g}, "
+                            f"cosine per epoch",
+                "evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
+                              else "none (data not found)",
+            }
         if cfg.method == "blind_kd":
             return {
                 "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
@@ -211,6 +258,8 @@ class MosaicKDRecipe(Recipe):
                 "evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
                               else "none (data not found)",
             }
+        kd_norm = "in-domain" if cfg.ood_kd_normalization == "in_domain" else \
+            f"legacy: the OOD set's own mean={self.kd_norm[0]} std={self.kd_norm[1]}"
         return {
             "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
                        f"std={self.norm[1]})",
@@ -232,7 +281,7 @@ class MosaicKDRecipe(Recipe):
 
     def render(self):
         mean, std = self.norm
-        if self.cfg.method == "blind_kd":
+        if self.cfg.method in ("blind_kd", "dfq"):
             return lambda method: denormalize(method.sample_images().float().cpu(), mean, std)
 
         def show(method: MosaicKD) -> torch.Tensor:
