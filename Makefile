@@ -25,7 +25,7 @@ demo: install
 
 # Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes, one
 # test file per process (module fixtures such as trained teachers are built once).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: install

@@ -11,7 +11,7 @@ import torch
 
 from kdv_testutils import run_script
 
-PARTS = ["dfad-mnist", "dfad-cifar", "datafree-cmi", "datafree-rgal", "seg-camvid", "dfad-caltech101"]
+PARTS = ["dfad-mnist", "dfad-cifar", "datafree-cmi", "datafree-rgal", "mosaickd", "seg-camvid", "dfad-caltech101"]
 
 
 def report(out_dir) -> dict:
