@@ -12,7 +12,7 @@ from PIL import Image
 from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import create_model
 
-from kdv_testutils import assert_same_training_state, one_line_error, run_script
+from kdv_testutils import assert_same_training_state, one_line_error, require, run_script
 
 # MosaicKD's README command (seed_commands.md §1), verbatim after the script path.
 README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
@@ -182,3 +182,21 @@ def test_dfq_trains_without_data(setup, tmp_path):
     ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert set(ckpt["method_state"]["modules"]) == {"student", "generator"}
     assert ckpt["method_state"]["optimizers"]["student"]["param_groups"][0]["betas"] == (0.9, 0.999)  # Adam
+
+
+def test_fp16_is_bf16_autocast_with_a_note_and_evaluate_reads_a_resumed_student(setup, shared_data, tmp_path):
+    require(shared_data / "cifar10_test_subset" / "cifar10_test_first846.npz")
+    args = [*TINY, "--unlabeled", setup / "ood", "--eval-dataset", "cifar10_test_subset", "--data_root", shared_data]
+    proc = run_script("classification/kd_mosaic.py", *args, "--fp16", "--output", tmp_path / "run", cwd=setup)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("note: --fp16/--amp: bf16 autocast") == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [v for r in records if r["split"] == "train" for k, v in r.items() if k.startswith("loss")]
+    assert losses and all(np.isfinite(losses))
+    trained = [r["acc"] for r in records if r["split"] == "test" and "acc" in r][-1]
+    # --evaluate (the original's flag) with --resume: the teacher and the resumed student, no training, no new run
+    ev = run_script("classification/kd_mosaic.py", *args, "--fp16", "--evaluate", "--resume",
+                    tmp_path / "run" / "checkpoints" / "last.pt", "--output", tmp_path / "eval", cwd=setup)
+    assert ev.returncode == 0, ev.stderr
+    assert "teacher resnet8 test acc" in ev.stdout and f"student test acc {trained:.4f}" in ev.stdout, ev.stdout
+    assert not (tmp_path / "eval").exists()
