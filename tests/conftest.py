@@ -16,7 +16,7 @@ def shared_data():
 
 #: Files whose module fixtures are expensive (a teacher trained for a minute): their tests stay in one xdist worker
 #: (``--dist loadgroup``); every other test is handed to whichever worker is free, which balances the two workers.
-GROUPED = ("test_datafree_e2e.py", "test_seg_dfad.py", "test_datafree_baselines_e2e.py", "test_mosaickd_e2e.py")
+GROUPED = ("test_datafree_e2e.py", "test_seg_dfad.py")
 
 
 def pytest_collection_modifyitems(config, items):
