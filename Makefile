@@ -23,11 +23,10 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(SUBPACKAG
 demo: install
 	$(PY) classification/demo.py --output runs/demo
 
-# Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes; tests
-# go to whichever process is free, except the files with expensive module fixtures (tests/conftest.py GROUPED),
-# which stay in one process so that their trained teachers are built once.
+# Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes, one
+# test file per process (module fixtures such as trained teachers are built once).
 TEST_WORKERS ?= 2
-PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: install
 	$(PYTEST)

@@ -14,17 +14,9 @@ def shared_data():
     return root
 
 
-#: Files whose module fixtures are expensive (a teacher trained for a minute): their tests stay in one xdist worker
-#: (``--dist loadgroup``); every other test is handed to whichever worker is free, which balances the two workers.
-GROUPED = ("test_datafree_e2e.py", "test_seg_dfad.py")
-
-
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    for item in items:
-        if item.path.name in GROUPED:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
     if torch.cuda.is_available():
         return

@@ -166,7 +166,7 @@ class MosaicKDRecipe(Recipe):
                                                                 img_size=(h, w), nc=c))
         if cfg.method == "mosaickd":
             players["discriminator"] = ctx.prepare(create_discriminator(cfg.discriminator, nc=c, ndf=cfg.ndf))
-        if cfg.ood_subset:
+        if cfg.ood_subset and not self.data_free:
             index = ood_subset(self.ood, players["teacher"], n=cfg.ood_subset_size, mean=self.norm[0],
                                std=self.norm[1], batch_size=cfg.batch_size, device=ctx.device,
                                cache_dir="checkpoints/ood_index", dataset=f"{cfg.dataset}-{cfg.unlabeled}",
