@@ -17,7 +17,6 @@ def shared_data():
 def pytest_collection_modifyitems(config, items):
     import torch
 
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run `make test-gpu` on a GPU machine)")
