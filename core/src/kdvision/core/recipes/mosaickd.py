@@ -206,7 +206,7 @@ class MosaicKDRecipe(Recipe):
                              amp=cfg.amp, channels_last=cfg.channels_last, sample_seed=cfg.seed)
         if cfg.method == "blind_kd":
             return BlindKD(p["teacher"], p["student"], self.ood, batch_size=cfg.batch_size // ctx.dist.world_size,
-                           mean=self.norm[0], std=self.norm[1], augment=Augment.from_spec(dataset_spec(cfg.dataset)),
+                           mean=self.norm[0], std=self.norm[1], augment=self.blind_kd_augment(),
                            opt_S=sgd, schedule_S=cosine, T=cfg.T, seed=cfg.seed, dist=ctx.dist, device=ctx.device,
                            amp=cfg.amp, channels_last=cfg.channels_last)
         adam = OptimizerSpec("adam", lr=cfg.lr_g, betas=(0.5, 0.999))
@@ -220,6 +220,10 @@ class MosaicKDRecipe(Recipe):
                         generator_train_mode_sampling=cfg.generator_train_mode_sampling, seed=cfg.seed,
                         dist=ctx.dist, device=ctx.device, amp=cfg.amp, channels_last=cfg.channels_last)
 
+    def blind_kd_augment(self) -> Augment:
+        """Blind KD: the in-domain training augmentation (kd_vanilla.py's transform)."""
+        return Augment.from_spec(dataset_spec(self.cfg.dataset))
+
     def kd_augment(self) -> Augment:
         """The OOD set's own training augmentation (crop + flip; none for SVHN), as the original's KD stream."""
         name = self.cfg.unlabeled
@@ -230,54 +234,40 @@ class MosaicKDRecipe(Recipe):
 
     def plan(self) -> dict[str, str]:
         cfg, p = self.cfg, self.players
+        dataset = f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} std={self.norm[1]})"
+        players = {"teacher": f"{cfg.teacher} {param_count(p['teacher'])} params, weights {self.ckpt}",
+                   "student": f"{cfg.student} {param_count(p['student'])} params"}
+        if "generator" in p:
+            players["generator"] = f"{cfg.generator} nz={cfg.nz} {param_count(p['generator'])} params"
+        if "discriminator" in p:
+            players["discriminator"] = f"{cfg.discriminator} {param_count(p['discriminator'])} params"
+        evaluation = {"evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
+                      else "none (data not found)"}
         if cfg.method == "dfq":
-            return {
-                "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
-                           f"std={self.norm[1]}); no training image",
-                "teacher": f"{cfg.teacher} {param_count(p['teacher'])} params, weights {self.ckpt}",
-                "student": f"{cfg.student} {param_count(p['student'])} params",
-                "generator": f"{cfg.generator} nz={cfg.nz} {param_count(p['generator'])} params",
-                "losses": f"G: adv {cfg.adv} oh {cfg.oh} ie {cfg.ie} (log10) bn {cfg.bn} (global norm); S: KL at T=1",
-                "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it (1 G, {cfg.kd_steps} S steps each), "
-                            f"batch {cfg.batch_size}, S Adam lr {cfg.lr} wd {cfg.weight_decay}, G Adam lr {cfg.lr_g}, "
-                            f"cosine per epoch",
-                "evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
-                              else "none (data not found)",
-            }
+            return {"dataset": f"{dataset}; no training image", **players,
+                    "losses": f"G: adv {cfg.adv} oh {cfg.oh} ie {cfg.ie} (log10) bn {cfg.bn} (global norm); S: KL "
+                              f"at T=1",
+                    "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it (1 G, {cfg.kd_steps} S steps "
+                                f"each), batch {cfg.batch_size}, S Adam lr {cfg.lr} wd {cfg.weight_decay}, G Adam lr "
+                                f"{cfg.lr_g}, cosine per epoch", **evaluation}
         if cfg.method == "blind_kd":
-            return {
-                "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
-                           f"std={self.norm[1]})",
-                "OOD data": f"{cfg.unlabeled}: {len(self.ood)} images, augmented "
-                            f"{Augment.from_spec(dataset_spec(cfg.dataset)).describe()}, normalised in-domain",
-                "teacher": f"{cfg.teacher} {param_count(p['teacher'])} params, weights {self.ckpt}",
-                "student": f"{cfg.student} {param_count(p['student'])} params",
-                "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it, batch {cfg.batch_size}, KL at "
-                            f"T={cfg.T:g}, SGD lr {cfg.lr} m={cfg.momentum} wd={cfg.weight_decay}, cosine per "
-                            f"iteration",
-                "evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
-                              else "none (data not found)",
-            }
+            return {"dataset": dataset,
+                    "OOD data": f"{cfg.unlabeled}: {len(self.ood)} images, augmented "
+                                f"{self.blind_kd_augment().describe()}, normalised in-domain", **players,
+                    "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it, batch {cfg.batch_size}, KL at "
+                                f"T={cfg.T:g}, SGD lr {cfg.lr} m={cfg.momentum} wd={cfg.weight_decay}, cosine per "
+                                f"iteration", **evaluation}
         kd_norm = "in-domain" if cfg.ood_kd_normalization == "in_domain" else \
             f"legacy: the OOD set's own mean={self.kd_norm[0]} std={self.kd_norm[1]}"
-        return {
-            "dataset": f"{cfg.dataset} ({self.num_classes} classes, normalisation mean={self.norm[0]} "
-                       f"std={self.norm[1]})",
-            "OOD data": f"{cfg.unlabeled}: {len(self.ood)} images {tuple(self.ood.shape[1:])}"
-                        + (f" (top-{cfg.ood_subset_size} teacher entropy)" if cfg.ood_subset else "")
-                        + f"; KD half augmented {self.kd_augment().describe()}, normalised {kd_norm}",
-            "teacher": f"{cfg.teacher} {param_count(p['teacher'])} params, weights {self.ckpt}",
-            "student": f"{cfg.student} {param_count(p['student'])} params",
-            "generator": f"{cfg.generator} nz={cfg.nz} {param_count(p['generator'])} params",
-            "discriminator": f"{cfg.discriminator} {param_count(p['discriminator'])} params",
-            "losses": f"G: adv {cfg.adv} align {cfg.align} local {cfg.local} balance {cfg.balance}; "
-                      f"D: local x patch BCE; S: KL at T={cfg.T:g} on [{cfg.batch_size} mosaics; {cfg.batch_size} OOD]",
-            "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it (1 D, 1 G, {cfg.kd_steps} S steps each), "
-                        f"cosine per iteration: S SGD lr {cfg.lr} m={cfg.momentum} wd={cfg.weight_decay}, G and D "
-                        f"Adam lr {cfg.lr_g} (0.5, 0.999)",
-            "evaluation": f"{self.eval_name} test split ({self.task.metric})" if self.evaluator
-                          else "none (data not found)",
-        }
+        return {"dataset": dataset,
+                "OOD data": f"{cfg.unlabeled}: {len(self.ood)} images {tuple(self.ood.shape[1:])}"
+                            + (f" (top-{cfg.ood_subset_size} teacher entropy)" if cfg.ood_subset else "")
+                            + f"; KD half augmented {self.kd_augment().describe()}, normalised {kd_norm}", **players,
+                "losses": f"G: adv {cfg.adv} align {cfg.align} local {cfg.local} balance {cfg.balance}; D: local x "
+                          f"patch BCE; S: KL at T={cfg.T:g} on [{cfg.batch_size} mosaics; {cfg.batch_size} OOD]",
+                "schedule": f"{cfg.epochs} epochs x {self.iters_per_epoch} it (1 D, 1 G, {cfg.kd_steps} S steps "
+                            f"each), cosine per iteration: S SGD lr {cfg.lr} m={cfg.momentum} wd={cfg.weight_decay}, "
+                            f"G and D Adam lr {cfg.lr_g} (0.5, 0.999)", **evaluation}
 
     def render(self):
         mean, std = self.norm
