@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 #: The modules whose import registers every entry script (``ENTRIES``) and recipe (``RECIPES``).
 ENTRY_MODULES = ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
-                 "kdvision.classification.mosaickd", "kdvision.segmentation.dfad", "kdvision.segmentation.teacher")
+                 "kdvision.classification.mosaickd", "kdvision.classification.sdd", "kdvision.segmentation.dfad",
+                 "kdvision.segmentation.teacher")
 
 
 def import_entry_modules() -> None:
@@ -97,3 +100,83 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_downsampled(folder: Path, *, batches: int = 3, per: int = 5, num_classes: int = 1000, seed: int = 0,
+                      val: Path | None = None, npz: bool = False, protocol: int = 2):
+    """The official Imagenet32 layout: train_data_batch_k / val_data pickles of {'data' uint8 (N, 3072) planar
+    R,G,B, 'labels' 1-based list, 'mean' (train only)}. Returns (train data, train labels, val data, val labels)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    datas, labs = [], []
+
+    def dump(path: Path, obj: dict) -> None:
+        if npz:
+            np.savez(str(path) + ".npz", **{k: np.asarray(v) for k, v in obj.items()})
+        else:
+            with open(path, "wb") as f:
+                pickle.dump(obj, f, protocol=protocol)
+
+    for k in range(1, batches + 1):
+        data = rng.integers(0, 256, (per + k, 3072), dtype=np.uint8)  # batches of different sizes
+        labels = [int(v) for v in rng.integers(1, num_classes + 1, len(data))]
+        dump(folder / f"train_data_batch_{k}", {"data": data, "labels": labels,
+                                                 "mean": data.mean(0).astype(np.float64)})
+        datas.append(data)
+        labs += labels
+    vfolder = val if val is not None else folder
+    vfolder.mkdir(parents=True, exist_ok=True)
+    vdata = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    vlabels = [int(v) for v in rng.integers(1, num_classes + 1, 4)]
+    dump(vfolder / "val_data", {"data": vdata, "labels": vlabels})
+    return np.concatenate(datas), np.asarray(labs), vdata, np.asarray(vlabels)
+
+
+class FakeVisdom:
+    """A loopback HTTP server that answers as a Visdom server does and records every posted event:
+    ``with FakeVisdom() as vis: ... vis.url ... vis.events`` (a list of (path, json body))."""
+
+    def __enter__(self) -> "FakeVisdom":
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        events = self.events = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, body: bytes):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._reply(b"ok")
+
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/win_exists"):
+                    self._reply(b"false")
+                    return
+                events.append((self.path, json.loads(data)))
+                self._reply(json.dumps("win").encode())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def windows(self) -> dict[str, list[dict]]:
+        """Posted events by window name."""
+        out: dict[str, list[dict]] = {}
+        for path, body in self.events:
+            if path.endswith("/events") and "win" in body:
+                out.setdefault(body["win"], []).append(body)
+        return out
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,8 @@ from PIL import Image
 from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import create_model
 
-from kdv_testutils import assert_same_training_state, one_line_error, require, run_script
+from kdv_testutils import (FakeVisdom, assert_same_training_state, free_port, one_line_error, require, run_script,
+                            write_downsampled)
 
 # MosaicKD's README command (seed_commands.md §1), verbatim after the script path.
 README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
@@ -200,3 +201,59 @@ def test_fp16_is_bf16_autocast_with_a_note_and_evaluate_reads_a_resumed_student(
     assert ev.returncode == 0, ev.stderr
     assert "teacher resnet8 test acc" in ev.stdout and f"student test acc {trained:.4f}" in ev.stdout, ev.stdout
     assert not (tmp_path / "eval").exists()
+
+
+def test_visdom_panels_and_sample_grids_show_mosaics_above_real_ood_images(setup, tmp_path):
+    with FakeVisdom() as server:
+        proc = run_script("classification/kd_mosaic.py", *TINY, "--unlabeled", setup / "ood", "--visdom", server.url,
+                          "--output", tmp_path / "run", cwd=setup)
+        assert proc.returncode == 0, proc.stderr
+        windows = server.windows()
+    # one line panel per player's loss, each with a point per logged step, and the learning rates
+    for name in ("train/loss_d", "train/loss_g", "train/loss_s", "train/loss_adv", "train/loss_align",
+                 "train/loss_local"):
+        assert len(windows.get(name, [])) == 2, (name, sorted(windows))
+    assert any(name.startswith("train/lr_") for name in windows), sorted(windows)
+    (grid_event,) = windows["samples"]
+    grids = sorted((tmp_path / "run" / "samples").glob("*.png"))
+    assert [g.name for g in grids] == ["epoch_0001.png", "last.png"] and "epoch 1" in json.dumps(grid_event)
+    grid = np.asarray(Image.open(grids[0]).convert("RGB"))
+    real = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((setup / "ood").glob("*.png"))]
+    cell, nrow = 32 + 2, 8  # torchvision's make_grid: 2-pixel padding, 8 images per row
+    rows = (grid.shape[0] - 2) // cell
+    assert grid.shape[1] == 2 + nrow * cell and grid.shape[0] == 2 + rows * cell
+    is_real = [any(np.array_equal(grid[2 + r * cell:2 + r * cell + 32, 2 + c * cell:2 + c * cell + 32], x)
+                   for x in real) for r in range(rows) for c in range(nrow)]
+    n_real = sum(is_real)
+    # the mosaics come first, then the real OOD images (bytes unchanged): all 24 of the folder, each once
+    assert n_real == len(real) and is_real == [False] * (len(is_real) - n_real) + [True] * n_real
+    assert len(is_real) - n_real >= nrow
+
+
+def test_ood_subset_through_the_script_on_an_imagenet32_release_uses_and_reuses_its_cache(setup, tmp_path):
+    root = tmp_path / "data"
+    write_downsampled(root / "Imagenet32_train", batches=2, per=6)  # 7 + 8 = 15 images in the official pickles
+    args = [*TINY, "--unlabeled", "imagenet_32x32", "--data_root", root, "--ood_subset", "--ood_subset_size", "6"]
+    first = run_script("classification/kd_mosaic.py", *args, "--output", tmp_path / "a", cwd=setup)
+    assert first.returncode == 0, first.stderr
+    (cache,) = (setup / "checkpoints" / "ood_index").glob("cifar10-imagenet_32x32-*-6.pt")
+    assert "OOD subset: the top-6 of 15 images by teacher entropy, cached to" in first.stdout
+    stamp = cache.stat().st_mtime_ns
+    again = run_script("classification/kd_mosaic.py", *args, "--output", tmp_path / "b", cwd=setup)
+    assert again.returncode == 0, again.stderr
+    assert f"read from {cache.relative_to(setup)}" in again.stdout and cache.stat().st_mtime_ns == stamp
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["iterations"] == 2
+
+
+def test_torchrun_two_processes_keep_every_player_identical(setup, tmp_path):
+    import sys
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    proc = run_script("classification/kd_mosaic.py", *TINY, "--unlabeled", setup / "ood", "--output", tmp_path / "run",
+                      launcher=launcher, cwd=setup)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["iterations"] == 2
+    # the batch of 4 is split 2 + 2; after DDP's averaged updates the replicas agree to the bit
+    assert summary["rank_spread"] == {"student": 0.0, "generator": 0.0, "discriminator": 0.0}

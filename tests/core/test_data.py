@@ -165,9 +165,27 @@ def _fx_digits(tmp):
     return None, "test"
 
 
+def _fx_imagenet(tmp):  # more layouts and labels: tests/core/test_sdd_data.py
+    make_imagefolder(tmp, classes=("n01440764", "n01443537"))
+    return tmp, "val"
+
+
+def _fx_cub200(tmp):  # the official CUB_200_2011 layout, 2 classes x 2 images (more: tests/core/test_sdd_data.py)
+    cub = tmp / "CUB_200_2011"
+    rel = [f"{c:03d}.Bird_{c}/img_{i}.jpg" for c in (1, 2) for i in range(2)]
+    for i, r in enumerate(rel):
+        save_jpeg(cub / "images" / r, seed=i, size=(40, 30))
+    (cub / "images.txt").write_text("".join(f"{i} {r}\n" for i, r in enumerate(rel, 1)))
+    (cub / "image_class_labels.txt").write_text("".join(f"{i} {r[2]}\n" for i, r in enumerate(rel, 1)))
+    (cub / "train_test_split.txt").write_text("".join(f"{i} {i % 2}\n" for i in range(1, 5)))
+    (cub / "classes.txt").write_text("1 001.Bird_1\n2 002.Bird_2\n")
+    return tmp, "test"
+
+
 SMOKE_FIXTURES = {
     "mnist": _fx_mnist, "cifar10": _fx_cifar10, "cifar100": _fx_cifar100, "cifar10_test_subset": _fx_subset,
     "svhn": _fx_svhn, "caltech101": _fx_caltech, "imagefolder": _fx_imagefolder, "digits": _fx_digits,
+    "imagenet": _fx_imagenet, "cub200": _fx_cub200,
 }
 
 

@@ -1,10 +1,8 @@
 """Engine services: config layering, RNG capture, trainer lifecycle, NaN stop, run directory, Visdom logger."""
 import argparse
 import json
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
@@ -19,6 +17,8 @@ from kdvision.core.engine.trainer import (CheckpointHook, EvalHook, LoggerHook, 
                                           denormalize)
 from kdvision.core.engine.visdom_logger import VisdomLogger
 from kdvision.core.errors import ConfigError
+
+from kdv_testutils import FakeVisdom
 
 
 @dataclass
@@ -131,42 +131,14 @@ def test_denormalize_back_to_unit_range():
     assert denormalize(torch.full((1, 1, 2, 2), 10.0), (0.1307,), (0.3081,)).max().item() == 1.0
 
 
-class _FakeVisdom(BaseHTTPRequestHandler):
-    events: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, body: bytes):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        self._reply(b"ok")
-
-    def do_POST(self):
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path.endswith("/win_exists"):
-            self._reply(b"false")
-            return
-        _FakeVisdom.events.append((self.path, json.loads(data)))
-        self._reply(json.dumps("win").encode())
-
-
 def test_visdom_logger_posts_in_background_and_never_blocks():
-    server = HTTPServer(("127.0.0.1", 0), _FakeVisdom)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        vis = VisdomLogger(f"http://127.0.0.1:{server.server_port}", env="test")
+    with FakeVisdom() as server:
+        vis = VisdomLogger(server.url, env="test")
         vis.scalars(10, {"loss_S": 0.25}, "train")
         vis.close()
-        events = [body for path, body in _FakeVisdom.events if path.endswith("/events")]
+        events = [body for path, body in server.events if path.endswith("/events")]
         assert events and events[0]["eid"] == "test" and events[0]["win"] == "train/loss_S"
         assert events[0]["data"][0]["y"] == [0.25] and events[0]["data"][0]["x"] == [10]
-    finally:
-        server.shutdown()
 
 
 def test_visdom_logger_unreachable_server_is_quiet_and_fast():

@@ -19,6 +19,8 @@ from kdvision.core.data import ood as ood_mod
 from kdvision.core.data.imagenet32 import load_downsampled
 from kdvision.core.errors import CheckpointError, ConfigError, DataError
 
+from kdv_testutils import write_downsampled
+
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
     msg = str(exc.value)
@@ -27,36 +29,6 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ fixture writers
-
-def write_downsampled(folder: Path, *, batches: int = 3, per: int = 5, num_classes: int = 1000, seed: int = 0,
-                      val: Path | None = None, npz: bool = False, protocol: int = 2):
-    """The official Imagenet32 layout: train_data_batch_k / val_data pickles of {'data' uint8 (N, 3072) planar
-    R,G,B, 'labels' 1-based list, 'mean' (train only)}. Returns (train data, train labels, val data, val labels)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    datas, labs = [], []
-
-    def dump(path: Path, obj: dict) -> None:
-        if npz:
-            np.savez(str(path) + ".npz", **{k: np.asarray(v) for k, v in obj.items()})
-        else:
-            with open(path, "wb") as f:
-                pickle.dump(obj, f, protocol=protocol)
-
-    for k in range(1, batches + 1):
-        data = rng.integers(0, 256, (per + k, 3072), dtype=np.uint8)  # batches of different sizes
-        labels = [int(v) for v in rng.integers(1, num_classes + 1, len(data))]
-        dump(folder / f"train_data_batch_{k}", {"data": data, "labels": labels,
-                                                 "mean": data.mean(0).astype(np.float64)})
-        datas.append(data)
-        labs += labels
-    vfolder = val if val is not None else folder
-    vfolder.mkdir(parents=True, exist_ok=True)
-    vdata = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
-    vlabels = [int(v) for v in rng.integers(1, num_classes + 1, 4)]
-    dump(vfolder / "val_data", {"data": vdata, "labels": vlabels})
-    return np.concatenate(datas), np.asarray(labs), vdata, np.asarray(vlabels)
-
 
 def write_cifar(root: Path, name: str, n: int = 3, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -70,6 +70,9 @@ def _reference_point(model: nn.Module, family: str) -> tuple[str, object]:
         return "conv2", lambda x: model.conv2[1](model.conv2[0](x))
     if family == "torchvision_mobilenetv2":                          # features.18 = [Conv, BN, ReLU6(inplace)]
         return "features.18", lambda x: model.features[18][1](model.features[18][0](x))
+    if family == "mobilenet_v1":                                     # model.13 = [dw, BN, ReLU, pw, BN, ReLU]
+        last = model.model[13]
+        return "model.13", lambda x: last[4](last[3](F.relu(last[1](last[0](x)))))
     raise AssertionError(f"no reference for family {family}")
 
 

@@ -24,6 +24,7 @@ from .stream import StreamLoader, StreamSampler
 
 # Importing the readers registers them.
 from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
+from . import imagenet, cub  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "DOWNLOADABLE", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",

@@ -17,16 +17,23 @@ transfer and extraction are torchvision's (``download_url``, ``extract_archive``
   DNS, HTTP status, timeout, checksum mismatch), never a traceback.
 
 Splits already present are not downloaded again.
+
+:func:`download_file` is the generic transfer for single large files (the teacher archives of
+``tools/download_teachers.py``): resumable over HTTP ``Range``, a tqdm progress bar, a SHA-256 check.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -180,6 +187,148 @@ def _place(src: Path, dest: Path) -> None:
     """Move a checked file into place (atomic rename within the data root)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dest)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one large file: resumable, with a progress bar and a SHA-256 check
+
+
+class ChecksumMismatch(DataError):
+    """A downloaded file does not have the expected SHA-256 (raised by :func:`download_file`)."""
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def partial_path(dest: str | os.PathLike) -> Path:
+    """Where :func:`download_file` keeps the bytes of ``dest`` received so far: ``dest`` + ``.partial``."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".partial")
+
+
+def download_file(url: str, dest: str | os.PathLike, *, sha256: str | None = None, progress: bool | None = None,
+                  desc: str | None = None, resume: bool = True, chunk_size: int = 1 << 20) -> str:
+    """Download ``url`` to the file ``dest`` and return its SHA-256 hex digest.
+
+    - The bytes go to :func:`partial_path` (``dest.partial``) and ``dest`` appears (atomic rename) only once the
+      transfer is complete and, when ``sha256`` is given, verified: ``dest`` is never a partial file.
+    - ``resume``: an existing ``dest.partial`` is continued with an HTTP ``Range: bytes=N-`` request. A server that
+      answers 206 appends to it; one that ignores ``Range`` (200) sends the whole file, which replaces it; 416 with
+      the partial file as long as the whole file means it was already complete. ``resume=False`` starts afresh.
+    - A transfer that fails or ends early **keeps** ``dest.partial`` (the next call continues it) and raises a
+      one-line :class:`DataError` naming the URL, the reason and how many bytes are kept.
+    - A SHA-256 mismatch **removes** ``dest.partial`` (bytes that hash wrong cannot be trusted as a prefix to
+      resume from) and raises :class:`ChecksumMismatch`.
+    - ``progress``: a tqdm bar on stderr (bytes, rate, ETA; it starts at the resumed offset); ``None``: only when
+      stderr is a terminal.
+    """
+    dest = Path(dest)
+    part = partial_path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        part.unlink(missing_ok=True)
+    offset = part.stat().st_size if part.is_file() else 0
+    digest = hashlib.sha256()
+    complete = False
+    headers = {"User-Agent": "kdvision", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    total: int | None = None
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=SOCKET_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        size = _range_total(exc.headers.get("Content-Range")) if exc.code == 416 else None
+        exc.close()
+        if exc.code == 416 and offset and size == offset:
+            complete = True  # the previous call received every byte but stopped before the rename
+        elif exc.code == 416 and offset:
+            part.unlink(missing_ok=True)  # the partial file does not fit the file served now: start again
+            return download_file(url, dest, sha256=sha256, progress=progress, desc=desc, resume=False,
+                                 chunk_size=chunk_size)
+        else:
+            raise DataError(f"downloading {url} failed: {_reason(exc)}{_kept(part)}") from None
+    except Exception as exc:  # noqa: BLE001 - URLError, timeouts, OSError, http.client errors
+        raise DataError(f"downloading {url} failed: {_reason(exc)}{_kept(part)}") from None
+    if not complete:
+        with resp:
+            status = getattr(resp, "status", None) or 200
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if offset and status == 206 and _range_start(resp.headers.get("Content-Range")) == offset:
+                mode = "ab"
+            else:  # a full response (200, or a Range answer we cannot use): the file from its first byte
+                mode, offset = "wb", 0
+            total = None if length is None else offset + length
+            if mode == "ab":
+                with open(part, "rb") as f:  # the kept prefix counts towards the digest
+                    for chunk in iter(lambda: f.read(chunk_size), b""):
+                        digest.update(chunk)
+            from tqdm.auto import tqdm
+
+            show = sys.stderr.isatty() if progress is None else progress
+            received = offset
+            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                               unit_divisor=1024, desc=desc or dest.name, disable=not show,
+                                               dynamic_ncols=True) as bar:
+                try:
+                    for chunk in iter(lambda: resp.read(chunk_size), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                except Exception as exc:  # noqa: BLE001 - the connection dropped or stalled mid-transfer
+                    out.flush()
+                    raise DataError(f"downloading {url} failed after {_size(received)}: {_reason(exc)}"
+                                    f"{_kept(part)}") from None
+            if total is not None and received < total:
+                raise DataError(f"downloading {url} failed: the transfer ended after {_size(received)} of "
+                                f"{_size(total)}{_kept(part)}")
+    else:
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(chunk_size), b""):
+                digest.update(chunk)
+    got = digest.hexdigest()
+    if sha256 is not None and got != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatch(f"downloading {url} failed: checksum mismatch (sha256 {got}, expected "
+                               f"{sha256.lower()}); the file was discarded")
+    os.replace(part, dest)
+    return got
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """``bytes 100-199/200`` → 100."""
+    m = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", content_range or "")
+    return int(m.group(1)) if m else None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """``bytes */200`` (a 416 answer) → 200."""
+    m = re.fullmatch(r"\s*bytes\s+(?:\*|\d+-\d+)/(\d+)\s*", content_range or "")
+    return int(m.group(1)) if m else None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _kept(part: Path) -> str:
+    """``; 12.0 MiB kept in X.partial, run again to resume`` when a partial file exists."""
+    try:
+        n = part.stat().st_size
+    except OSError:
+        return ""
+    return f"; {_size(n)} kept in {part}, run again to resume" if n else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -391,6 +391,7 @@ def ood_subset(images: torch.Tensor, teacher: torch.nn.Module, *, n: int, mean: 
         if path.is_file():
             cached = _read_cache(path, expect, n, total)
             if cached is not None:
+                _log().info(f"OOD subset: the top-{n} of {total} images by teacher entropy, read from {path}")
                 return cached
     entropy = teacher_entropy(images, teacher, mean=mean, std=std, batch_size=batch_size, device=device,
                               progress=progress)
@@ -407,4 +408,12 @@ def ood_subset(images: torch.Tensor, teacher: torch.nn.Module, *, n: int, mean: 
             atomic_write(path, lambda fh: torch.save(payload, fh))
         except OSError as exc:
             warnings.warn(f"cannot write the OOD subset cache {path}: {exc.strerror or exc}", stacklevel=2)
+    _log().info(f"OOD subset: the top-{n} of {total} images by teacher entropy"
+                + (f", cached to {path}" if path is not None else ""))
     return indices
+
+
+def _log():
+    from ..engine.rundir import get_logger
+
+    return get_logger()

@@ -62,6 +62,29 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def rank_spread(modules: dict[str, torch.nn.Module]) -> dict[str, float]:
+    """Largest absolute difference of each module's parameters between the ranks (0.0: identical everywhere).
+
+    DDP keeps the replicas identical only when every rank applies the same averaged gradients; a player updated
+    outside DDP, or a rank that skipped a step, drifts. Called once after training: each rank's flattened
+    parameters are reduced with MAX and MIN (one collective pair per module), so no rank ships its weights to
+    another. Buffers are left out: BN statistics legitimately differ by the last local batch.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return {name: 0.0 for name in modules}
+    spread = {}
+    for name, module in modules.items():
+        params = [p.detach().reshape(-1) for p in module.parameters()]
+        if not params:
+            continue
+        flat = torch.cat(params).double()
+        hi, lo = flat.clone(), flat.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        spread[name] = (hi - lo).max().item()
+    return spread
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

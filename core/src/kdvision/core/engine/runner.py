@@ -10,7 +10,7 @@ import torch
 
 from ..errors import DataError, KDVisionError
 from .config import RunConfig, to_dict
-from .distributed import DistInfo, cleanup, init_distributed, resolve_device
+from .distributed import DistInfo, cleanup, init_distributed, rank_spread, resolve_device
 from .method import Method
 from .rundir import RunDir, choose_output, clear_run, get_logger, git_commit, init_logging, package_versions
 from .seed import seed_everything
@@ -138,6 +138,12 @@ class RunContext:
             "wall_time_s": wall, "device": str(self.device), "world_size": self.dist.world_size,
             "seed": cfg.seed, **method.summary(),
         }
+        if self.dist.enabled:  # the replicas must have stayed identical: a drifting player is a silent DDP bug
+            summary["rank_spread"] = spread = rank_spread(method.modules())
+            drifted = {k: v for k, v in spread.items() if v > 1e-6}
+            if drifted:
+                self.log.warning(f"the {self.dist.world_size} ranks' weights differ after training: "
+                                 + ", ".join(f"{k} by up to {v:.3g}" for k, v in drifted.items()))
         self.run.write_summary(summary)
         who = "student" if teacher_metric is not None else "model"
         self.log.info(f"done ({method.name}): {who} best {metric} {_fmt(state.best_metric)}, last "

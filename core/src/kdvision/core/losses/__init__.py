@@ -1,4 +1,5 @@
-"""Loss library of the data-free methods (``reference/datafree_engine.md`` §2, ``reference/rgal.md`` §2.3-2.4).
+"""Loss library of the data-free methods (``reference/datafree_engine.md`` §2, ``reference/rgal.md`` §2.3-2.4) and of
+the SDD line (``reference/sdd.md`` §1-3: KD, DKD, NKD and their scale-decoupled forms).
 
 Every function documents its formula and reduction; all of them compute in float32 (even under bf16 autocast),
 are device-agnostic and do not synchronise with the host (``sample_triplets``/``triplet_loss`` wait once for the
@@ -14,6 +15,7 @@ Front doors: ``get_loss("kldiv")`` returns the function, ``list_losses()`` the r
 | ``triplet`` | ``pairwise_distances``, ``negative_log_weights``, ``negative_weights``, ``sample_triplets``, ``triplet_loss``, ``triplet_loss_with_count`` |
 | ``channel`` | ``ChannelAdapters``, ``cd_loss``, ``gram_loss``, ``gram_channel_weights`` |
 | ``gan`` | ``patch_d_loss``, ``patch_g_loss``, ``entropy`` (MosaicKD) |
+| ``logit`` | ``kd_loss``, ``dkd_loss``, ``nkd_loss``, ``sd_kd_loss``, ``sd_dkd_loss``, ``sd_nkd_loss``; SPP helpers ``parse_scales``, ``num_regions``, ``spp_regions``, ``region_logits``, ``sdd_weights`` (SDD) |
 """
 from __future__ import annotations
 
@@ -42,6 +44,19 @@ from .kd import (
     l2_prior,
     onehot_ce,
     tv_prior,
+)
+from .logit import (
+    dkd_loss,
+    kd_loss,
+    nkd_loss,
+    num_regions,
+    parse_scales,
+    region_logits,
+    sd_dkd_loss,
+    sd_kd_loss,
+    sd_nkd_loss,
+    sdd_weights,
+    spp_regions,
 )
 from .triplet import (
     SAMPLERS,
@@ -76,6 +91,12 @@ _ENTRIES: tuple[tuple[str, Callable[..., Any], tuple[str, ...], str], ...] = (
     ("patch_d_loss", patch_d_loss, ("patch_gan_d",), "gan"),
     ("patch_g_loss", patch_g_loss, ("patch_gan_g", "local"), "gan"),
     ("entropy", entropy, ("align",), "logits"),
+    ("kd", kd_loss, ("kd_loss",), "logits"),
+    ("dkd", dkd_loss, ("dkd_loss",), "logits"),
+    ("nkd", nkd_loss, ("nkd_loss",), "logits"),
+    ("sd_kd", sd_kd_loss, ("sdd_kd", "sd_kd_loss"), "sdd"),
+    ("sd_dkd", sd_dkd_loss, ("sdd_dkd", "sd_dkd_loss"), "sdd"),
+    ("sd_nkd", sd_nkd_loss, ("sdd_nkd", "sd_nkd_loss"), "sdd"),
 )
 for _name, _fn, _aliases, _group in _ENTRIES:
     LOSSES.add(_name, _fn, aliases=_aliases, group=_group)
@@ -131,4 +152,16 @@ __all__ = [
     "cd_loss",
     "gram_loss",
     "gram_channel_weights",
+    # logit (SDD line)
+    "kd_loss",
+    "dkd_loss",
+    "nkd_loss",
+    "sd_kd_loss",
+    "sd_dkd_loss",
+    "sd_nkd_loss",
+    "parse_scales",
+    "num_regions",
+    "spp_regions",
+    "region_logits",
+    "sdd_weights",
 ]

@@ -14,11 +14,18 @@ from ..registry import Registry
 MODELS = Registry("model")
 
 
-def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model. ``num_classes=None`` keeps the entry's default class count."""
+def create_model(name: str, num_classes: int | None = None, *, cub: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model. ``num_classes=None`` keeps the entry's default class count.
+
+    ``cub=True``: SDD's 224-px CUB-200-2011 variant of the architecture (same keys; :mod:`.cub200`)."""
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    return MODELS.create(name, **kwargs)
+    if not cub:
+        return MODELS.create(name, **kwargs)
+    from .cub200 import check_cub200, to_cub200
+
+    key = check_cub200(name)
+    return to_cub200(MODELS.create(key, **kwargs), key)
 
 
 def build_model(name: str, num_classes: int | None = None, checkpoint: str | None = None,
@@ -86,3 +93,4 @@ def model_info(name: str) -> dict[str, Any]:
 
 # Importing the families registers them.
 from . import lenet, resnet_cifar, resnet_cifar_a, wrn, vgg, resnet_repdistiller, mobilenetv2, shufflenet, imagenet  # noqa: E402,F401
+from . import mobilenetv1  # noqa: E402,F401

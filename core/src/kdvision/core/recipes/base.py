@@ -93,11 +93,15 @@ class Recipe:
     def plan(self) -> dict[str, str]:
         return {}
 
+    def evaluated(self, player: nn.Module) -> nn.Module:
+        """The module the evaluator runs for a player (the player itself; a wrapper's inner model)."""
+        return player
+
     def measure_teacher(self) -> float | None:
         teacher = self.players.get("teacher")
         if teacher is None or self.evaluator is None:
             return None
-        value = self.evaluator(teacher)[self.task.metric]
+        value = self.evaluator(self.evaluated(teacher))[self.task.metric]
         self.ctx.log.info(f"teacher {getattr(self.cfg, 'teacher', '')} test {self.task.metric} {value:.4f}")
         return value
 
@@ -216,7 +220,7 @@ class Entry:
         from ..engine.config import resolve
         from ..engine.rundir import warn
 
-        args = self.parser().parse_args(argv)
+        args = self.parser().parse_intermixed_args(argv)  # yacs-style KEY VALUE positionals may sit anywhere
         apply_compat_device(args, warn)
         values = self.preset(args) if callable(self.preset) else self.preset
         cfg, given = resolve(self.recipe.config_class, values, args)

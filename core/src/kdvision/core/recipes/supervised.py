@@ -94,14 +94,18 @@ class Supervised(LossDictMethod):
         self.sampler.set_epoch(epoch)
         self._iter = iter(self.loader)
 
-    def losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next labelled training batch, on the device."""
         try:
             x, y = next(self._iter)
         except StopIteration:  # --iters-per-epoch longer than one pass: start another pass
             self._iter = iter(self.loader)
             x, y = next(self._iter)
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        y = y.to(self.device, non_blocking=True)
+        return x, y.to(self.device, non_blocking=True)
+
+    def losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        x, y = self.next_batch()
         self.model.train()
         with self.autocast():
             logits = self.model(x)
@@ -158,11 +162,14 @@ class SupervisedRecipe(Recipe):
         if not find_split(cfg.dataset, root, "train"):
             raise DataError(f"no {cfg.dataset} training split under {root!r}")
 
+    def load_train_set(self) -> torch.utils.data.Dataset:
+        cfg = self.cfg
+        return get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="train",
+                           train_transform=cfg.augment, normalize=cfg.normalize, **self.task.dataset_options(cfg))
+
     def build_players(self):
         cfg = self.cfg
-        self.train_set = get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="train",
-                                     train_transform=cfg.augment, normalize=cfg.normalize,
-                                     **self.task.dataset_options(cfg))
+        self.train_set = self.load_train_set()
         return {"student": self.ctx.prepare(build_model(self.model_name, self.num_classes, dataset=cfg.dataset,
                                                         **self.model_options))}
 
