@@ -35,6 +35,8 @@ SMOKE = {
     "mosaickd": ("kd_mosaic", ["--dataset", "digits", "--unlabeled", "{images}", "--teacher", "resnet8", "--student",
                               "resnet8", "--teacher_weights", "{resnet8}", "--batch-size", "4", "--iters-per-epoch",
                               "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--workers", "0"]),
+    "sdd": ("sdd", ["--dataset", "digits", "--teacher", "resnet8", "--student", "resnet8", "--teacher_weights",
+                    "{resnet8}", "--batch_size", "8", "--iters-per-epoch", "2", "--workers", "0"]),
     "supervised": ("train_teacher", ["--dataset", "digits", "--model", "resnet8", "--batch_size", "8",
                                      "--iters-per-epoch", "2"]),
 }

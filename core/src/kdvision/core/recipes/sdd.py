@@ -18,7 +18,7 @@ the toolkit's own configs state every value. Differences from the originals, eac
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +133,13 @@ class SDDConfig(RunConfig):
     batch_size: int = param(64, "SOLVER.BATCH_SIZE (global: split between torchrun processes)", min=1)
     epochs: int = param(240, "SOLVER.EPOCHS", min=1)
     lr: float = param(0.05, "SOLVER.LR", min=0)
-    lr_decay_stages: list[int] = param(field(default_factory=lambda: [150, 180, 210]),
-                                       "SOLVER.LR_DECAY_STAGES: x LR_DECAY_RATE after these epochs")
+    lr_decay_stages: list[int] = param(factory=lambda: [150, 180, 210],
+                                       help="SOLVER.LR_DECAY_STAGES: x LR_DECAY_RATE after these epochs")
     lr_decay_rate: float = param(0.1, "SOLVER.LR_DECAY_RATE", min=0)
     weight_decay: float = param(1e-4, "SOLVER.WEIGHT_DECAY (mdistiller's default; its CIFAR files set 5e-4)", min=0)
     momentum: float = param(0.9, "SOLVER.MOMENTUM", min=0)
-    optimizer: str = param("SGD", "SOLVER.TYPE", choices=("SGD",))
-    trainer: str = param("base", "SOLVER.TRAINER", choices=("base",))
+    optimizer: str = param("SGD", "SOLVER.TYPE", choices=("SGD",), cli=False)
+    trainer: str = param("base", "SOLVER.TRAINER", choices=("base",), cli=False)
     clip_grad_norm: float | None = param(40.0, "SOLVER.CLIP_GRAD_NORM: global gradient norm clip (SDD's trainer: "
                                          "40; mdistiller: none)", min=0)
     kd_t: float = param(4.0, "KD.TEMPERATURE", min=0)
@@ -156,8 +156,7 @@ class SDDConfig(RunConfig):
     nkd_warmup: float | None = param(None, "NKD.WARMUP (default: DKD.WARMUP, as SDD)", min=0)
     nkd_legacy_mask: bool | None = param(None, "NKD.LEGACY_MASK: SDD's all-class non-target mask (default: on for "
                                          "a file without an NKD node, i.e. SDD's own files)")
-    scales: list[int] = param(field(default_factory=lambda: [1, 2, 4]), "SDD.SCALES: the scale set M",
-                              flags=("--M",))
+    scales: list[int] = param(factory=lambda: [1, 2, 4], help="SDD.SCALES: the scale set M", flags=("--M",))
     warmup: float = param(20.0, "SDD.WARMUP: SD-DKD's warm-up in epochs (the original --warmup)", min=0)
     sdd_weight_rule: str = param("correctness_xor", "SDD.WEIGHT_RULE: complementary regions by the teacher's "
                                  "correctness XOR (the code) or class agreement", choices=WEIGHT_RULES)

@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""CE only vs KD vs DKD vs SD-DKD on a 1,000-image labelled MNIST subset, at equal budget, several seeds (CPU).
+
+    OMP_NUM_THREADS=1 python benchmarks/sdd_mnist_compare.py --data_root ../shared/data --out sdd_mnist.json
+
+What runs (everything through the toolkit: ``classification/sdd.py``'s entry and yacs configs, the supervised
+teacher recipe of ``classification/train_teacher.py``; no training loop here):
+
+1. **One teacher for all four methods.** SD-DKD pools the teacher's and the student's final feature map at several
+   scales (``FeatureMapTap``), so the teacher must be a zoo CNN with global pooling: the shared LeNet-5 teachers
+   (``../shared/data/teachers/mnist_lenet5_*.pth``) have no such map (``kdvision.core.taps``). A ``resnet8`` teacher
+   is trained here on the *full* 60,000-image MNIST training split (``train_teacher.py`` recipe, cosine LR per
+   iteration, ``--teacher-steps`` steps of ``--teacher-batch``) and cached in ``--work``; KD and DKD use the same
+   teacher so that the comparison is fair.
+2. **The student** (``resnet8``, the smallest zoo model with a pooled feature map: ``lenet5_half`` has none) sees only
+   a fixed 1,000-image subset of the training split: a seeded permutation (``--subset-seed``, independent of the
+   run seed) of the 60,000 indices, first ``--train-subset``. The run seed changes the student's initialisation
+   and the batch order only.
+3. **Equal budget**: every method trains ``--epochs`` x ``--iters`` SGD steps of ``--batch`` images (same LR,
+   weight decay, momentum, gradient clip 40 for all four -- mdistiller's KD/DKD files have no clip, SDD's have 40).
+   DKD's and SD-DKD's warm-up (``DKD.WARMUP`` / ``SDD.WARMUP``, default 20 epochs of CIFAR) would scale the DKD term
+   down for the whole of such a short run; both are set to ``--warmup`` (same value for both) of our epochs.
+4. **Evaluation** on the first ``--test-subset`` MNIST test images (default all 10,000), every ``--eval-every``
+   epochs and after the last; "best" is mdistiller's best-of-evaluations (selected on the test set, so
+   optimistic), "last" the final weights.
+
+The subset is made by a subclass of ``SDDRecipe`` (``load_train_set`` / ``build_evaluator``) because the recipe
+config has no subset field yet (see the issue note: a ``train_subset`` / ``subset_seed`` pair on the config would
+make this a flag).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+#: method -> (shipped yacs config, extra overrides). CE only = mdistiller's Vanilla (DISTILLER.TYPE NONE).
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ce": ("configs/cifar100/kd/res32x4_res8x4.yaml", {"DISTILLER.TYPE": "NONE"}),
+    "kd": ("configs/cifar100/kd/res32x4_res8x4.yaml", {}),
+    "dkd": ("configs/cifar100/dkd/res32x4_res8x4.yaml", {}),
+    "sd_dkd": ("configs/cifar100/sdd_dkd/res32x4_res8x4.yaml", {}),
+}
+LABELS = {"ce": "CE only", "kd": "KD", "dkd": "DKD", "sd_dkd": "SD-DKD"}
+
+DEFAULTS = dict(arch="resnet8", teacher_arch="resnet8", teacher_steps=300, teacher_batch=128, teacher_lr=0.1,
+                train_subset=1000, subset_seed=0, test_subset=10000, batch=64, epochs=10, iters=16, lr=0.05,
+                warmup=2.0, eval_every=5, seeds=(0, 1, 2), methods=tuple(METHODS))
+
+
+def fixed_subset(n_total: int, n: int, seed: int) -> list[int]:
+    """The first ``n`` of a seeded permutation of ``range(n_total)`` (sorted): the same images for every run."""
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+
+
+def _recipe_class(train_subset: int | None, subset_seed: int, test_subset: int | None):
+    """An ``SDDRecipe`` whose student sees a fixed training subset and is evaluated on the first test images."""
+    from kdvision.core.data import get_dataset
+    from kdvision.core.recipes.sdd import SDDRecipe
+    from kdvision.core.recipes.task import data_root_of
+
+    class SubsetSDDRecipe(SDDRecipe):
+        def load_train_set(self):
+            full = super().load_train_set()
+            if train_subset is None or self.missing_data:
+                return full
+            return Subset(full, fixed_subset(len(full), train_subset, subset_seed))
+
+        def build_evaluator(self):
+            if self.missing_data:
+                return None
+            cfg = self.cfg
+            ds = get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="test",
+                             normalize=cfg.normalize)
+            if test_subset is not None and test_subset < len(ds):
+                ds = Subset(ds, range(test_subset))
+            return self.task.make_evaluator(ds, cfg.test_batch_size, self.ctx.device, self.ctx.dist, cfg.workers,
+                                            cfg.amp, cfg.channels_last)
+
+    return SubsetSDDRecipe
+
+
+def train_teacher(work: Path, data_root: str, *, arch: str, steps: int, batch: int, lr: float,
+                  seed: int = 0) -> tuple[Path, float, float]:
+    """(weights, test accuracy, seconds) of the shared teacher: trained once with the ``train_teacher.py`` recipe
+    on the full MNIST training split, then reused (cached in ``work``)."""
+    from kdvision.classification.teacher import ENTRIES as TEACHER_ENTRIES
+
+    out = work / f"teacher-{arch}-{steps}x{batch}-lr{lr:g}-s{seed}"
+    weights, record = out / f"mnist-{arch}.pt", out / "summary.json"
+    if weights.is_file() and record.is_file():
+        summary = json.loads(record.read_text())
+        return weights, summary["student_best"], summary["wall_time_s"]
+    argv = ["--dataset", "mnist", "--arch", arch, "--data_root", data_root, "--epochs", "1",
+            "--iters-per-epoch", str(steps), "--batch_size", str(batch), "--lr", str(lr), "--lr_schedule", "cosine",
+            "--seed", str(seed), "--device", "cpu", "--no-progress", "--log-interval", "100",
+            "--channels-last", "--output", str(out), "--overwrite"]
+    summary = TEACHER_ENTRIES["dfad"].build(argv).run()
+    return weights, summary["student_best"], summary["wall_time_s"]
+
+
+def sdd_argv(method: str, seed: int, *, out: Path, data_root: str, teacher: Path | None, arch: str,
+             teacher_arch: str, batch: int, epochs: int, iters: int, lr: float, warmup: float,
+             eval_every: int) -> list[str]:
+    """The ``classification/sdd.py`` command line of one run (everything but the subset, which the recipe makes)."""
+    cfg, extra = METHODS[method]
+    overrides = {"DATASET.TYPE": "mnist", "DATASET.NUM_WORKERS": 0, "DATASET.TEST.BATCH_SIZE": 500,
+                 "DISTILLER.TEACHER": teacher_arch, "DISTILLER.STUDENT": arch,
+                 "SOLVER.BATCH_SIZE": batch, "SOLVER.EPOCHS": epochs, "SOLVER.LR": lr,
+                 "SOLVER.LR_DECAY_STAGES": [epochs + 1], "SOLVER.CLIP_GRAD_NORM": 40.0, **extra}
+    if method in ("dkd", "sd_dkd"):
+        overrides["DKD.WARMUP"] = warmup
+    if method == "sd_dkd":
+        overrides["SDD.WARMUP"] = warmup
+    argv = ["--cfg", cfg]
+    for k, v in overrides.items():
+        argv += [k, str(v).replace(" ", "")]
+    argv += ["--iters-per-epoch", str(iters), "--eval-every", str(eval_every), "--data_root", data_root,
+             "--seed", str(seed), "--device", "cpu", "--no-progress", "--log-interval", "1000",
+             "--channels-last", "--output", str(out), "--overwrite"]
+    if teacher is not None and method != "ce":
+        argv += ["--teacher_weights", str(teacher)]
+    return argv
+
+
+def run_one(method: str, seed: int, *, work: Path, data_root: str, teacher: Path, train_subset: int | None,
+            subset_seed: int, test_subset: int | None, **budget: Any) -> dict[str, Any]:
+    import kdvision.classification.sdd  # noqa: F401  (registers the sdd entry)
+    from kdvision.core.recipes.base import ENTRIES
+
+    entry = ENTRIES["sdd"]
+    argv = sdd_argv(method, seed, out=work / f"{method}-s{seed}", data_root=data_root, teacher=teacher, **budget)
+    cfg, given, args = entry.resolve(argv)
+    recipe = _recipe_class(train_subset, subset_seed, test_subset)(
+        cfg, entry.task_for(cfg), script="sdd", given=given, explicit_root=True, overwrite=True)
+    summary = recipe.run()
+    return {"method": method, "seed": seed, "best": summary["student_best"], "last": summary["student_last"],
+            "teacher": summary["teacher_metric"], "iterations": summary["iterations"],
+            "batch_size": summary["batch_size"], "train_images": len(recipe.train_set),
+            "wall_time_s": summary["wall_time_s"]}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def compare(data_root: str | os.PathLike, work: str | os.PathLike, *, threads: int | None = 1,
+            log=print, **overrides: Any) -> dict[str, Any]:
+    """Train the teacher (cached) and every method x seed; the per-run results and per-method mean / std."""
+    p = {**DEFAULTS, **overrides}
+    work, data_root = Path(work), str(data_root)
+    work.mkdir(parents=True, exist_ok=True)
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        teacher, teacher_acc, teacher_s = train_teacher(work, data_root, arch=p["teacher_arch"],
+                                                        steps=p["teacher_steps"], batch=p["teacher_batch"],
+                                                        lr=p["teacher_lr"])
+        log(f"teacher {p['teacher_arch']}: test acc {teacher_acc:.4f} ({teacher_s:.0f} s)")
+        budget = {k: p[k] for k in ("arch", "teacher_arch", "batch", "epochs", "iters", "lr", "warmup", "eval_every")}
+        runs = []
+        for method in p["methods"]:
+            for seed in p["seeds"]:
+                r = run_one(method, seed, work=work, data_root=data_root, teacher=teacher,
+                            train_subset=p["train_subset"], subset_seed=p["subset_seed"],
+                            test_subset=p["test_subset"], **budget)
+                log(f"{LABELS[method]:<8} seed {seed}: best {r['best']:.4f} last {r['last']:.4f} "
+                    f"({r['wall_time_s']:.0f} s)")
+                runs.append(r)
+    finally:
+        torch.set_num_threads(old_threads)
+    summary = {}
+    for method in p["methods"]:
+        rs = [r for r in runs if r["method"] == method]
+        bm, bs = _mean_std([r["best"] for r in rs])
+        lm, ls = _mean_std([r["last"] for r in rs])
+        summary[method] = {"best_mean": bm, "best_std": bs, "last_mean": lm, "last_std": ls, "n": len(rs)}
+    return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+            "teacher": {"arch": p["teacher_arch"], "acc": teacher_acc, "train_images": 60000,
+                        "steps": p["teacher_steps"], "batch": p["teacher_batch"]},
+            "student_steps": p["epochs"] * p["iters"], "runs": runs, "summary": summary,
+            "wall_time_s": time.perf_counter() - t0, "threads": threads or torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def table(result: dict[str, Any]) -> str:
+    """The markdown table of best / last accuracy (mean ± std over seeds) per method, with the budget."""
+    p, t = result["params"], result["teacher"]
+    test = f"first {p['test_subset']:,}" if p["test_subset"] and p["test_subset"] < 10000 else "all 10,000"
+    lines = [f"MNIST, student {p['arch']} on a fixed {p['train_subset']:,}-image labelled subset (subset seed "
+             f"{p['subset_seed']}); teacher {t['arch']} trained on all 60,000 training images ({t['steps']} steps x "
+             f"{t['batch']}), test acc {100 * t['acc']:.2f} %.",
+             f"Budget per run: {result['student_steps']} SGD steps x batch {p['batch']} ({p['epochs']} epochs x "
+             f"{p['iters']} it; lr {p['lr']:g} constant, wd 5e-4, momentum 0.9, clip 40), DKD/SD-DKD warm-up "
+             f"{p['warmup']:g} epochs; evaluated on the {test} test images every {p['eval_every']} epochs; seeds "
+             f"{', '.join(map(str, p['seeds']))}; {result['threads']} CPU thread(s), total wall "
+             f"{result['wall_time_s']:.0f} s.",
+             "",
+             "| method | best acc (%) | last acc (%) |",
+             "|---|---|---|"]
+    for method, s in result["summary"].items():
+        lines.append(f"| {LABELS[method]} | {100 * s['best_mean']:.2f} ± {100 * s['best_std']:.2f} | "
+                     f"{100 * s['last_mean']:.2f} ± {100 * s['last_std']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    repo = Path(__file__).resolve().parents[1]
+    ap.add_argument("--data_root", "--data-root", default=os.environ.get("KDV_DATA", str(repo.parent / "shared" / "data")))
+    ap.add_argument("--work", default=None, help="run directories and the cached teacher (default: a temporary dir)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    for key in ("teacher_steps", "teacher_batch", "train_subset", "subset_seed", "test_subset", "batch", "epochs",
+                "iters", "eval_every"):
+        ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=DEFAULTS[key])
+    for key in ("teacher_lr", "lr", "warmup"):
+        ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=float, default=DEFAULTS[key])
+    args = ap.parse_args(argv)
+    overrides = {k: getattr(args, k) for k in ("teacher_steps", "teacher_batch", "train_subset", "subset_seed",
+                                               "test_subset", "batch", "epochs", "iters", "eval_every", "teacher_lr",
+                                               "lr", "warmup")}
+    overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    overrides["methods"] = tuple(m.strip() for m in args.methods.split(","))
+    unknown = [m for m in overrides["methods"] if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sdd_mnist_") as tmp:
+        result = compare(args.data_root, args.work or tmp, threads=args.threads, **overrides)
+    print(table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
