@@ -24,9 +24,10 @@ demo: install
 	$(PY) classification/demo.py --output runs/demo
 
 # Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes, one
-# test file per process (module fixtures such as trained teachers are built once).
+# test file per process (module fixtures such as trained teachers are built once), the heaviest files first
+# (tests/conftest.py HEAVY; xdist would otherwise start with the files that hold the most tests).
 TEST_WORKERS ?= 2
-PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := KDV_DATA=$(DATA) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: install
 	$(PYTEST)

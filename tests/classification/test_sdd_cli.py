@@ -224,3 +224,27 @@ def test_torchrun_splits_the_global_batch_and_keeps_the_replicas_identical(digit
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["world_size"], summary["batch_size"], summary["iterations"]) == (2, 8, 2)
     assert summary["rank_spread"] == {"student": 0.0}
+
+
+def test_seeds_runs_once_per_seed_and_reports_mean_and_std(digits_teacher, tmp_path, capsys):
+    import statistics
+
+    from kdvision.classification.sdd import main
+
+    args = ["--cfg", "configs/cifar100/kd/res32x4_shuv1.yaml", *TINY, "SOLVER.EPOCHS", "1", "--teacher_weights",
+            digits_teacher, "--seeds", "0,1,2", "--output", tmp_path / "runs"]
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code == 0
+    report = json.loads((tmp_path / "runs" / "seeds.json").read_text())
+    assert [r["seed"] for r in report["runs"]] == [0, 1, 2]
+    for r in report["runs"]:
+        summary = json.loads((tmp_path / "runs" / f"seed{r['seed']}" / "summary.json").read_text())
+        assert (summary["seed"], summary["student_best"], summary["student_last"]) == (r["seed"], r["best"], r["last"])
+    best = [r["best"] for r in report["runs"]]
+    assert report["best"]["mean"] == pytest.approx(statistics.fmean(best))
+    assert report["best"]["std"] == pytest.approx(statistics.stdev(best))
+    assert len({r["last"] for r in report["runs"]}) > 1  # the seeds do change the run
+    assert f"3 seeds 0,1,2: best {report['best']['mean']:.4f} ± {report['best']['std']:.4f}" in capsys.readouterr().out
+    err = one_line_error(run_script("classification/sdd.py", *map(str, args[:-3]), "--seeds", "a,b", cwd=tmp_path))
+    assert "--seeds" in err and "0,1,2" in err

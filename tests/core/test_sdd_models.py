@@ -202,6 +202,12 @@ def test_repdistiller_checkpoint_with_the_published_keys_loads_strictly(name, k,
     load_weights(model, save_repdistiller(tmp_path / "ckpt_epoch_240.pth", sd))
     loaded = model.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in sd.items())
+    # ... and strictly into the scale-decoupled model (SDD's *_sdd variant: the same keys, no parameter of its own)
+    from kdvision.core.models.spp import ScaleDecoupled
+
+    sdd = ScaleDecoupled(create_model(name, num_classes=k), (1, 2, 4))
+    load_weights(sdd, tmp_path / "ckpt_epoch_240.pth")
+    assert all(torch.equal(sdd.state_dict()[key], value) for key, value in sd.items())
 
 
 def test_published_keys_by_hand():

@@ -48,6 +48,8 @@ def _extend(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu", dest="sdd_gpu", metavar="IDS", help="GPU index (= --device cuda:N), or a list such as "
                    "0,1 (use torchrun --nproc_per_node for several GPUs)")
     g.add_argument("--list-configs", "--list_configs", action=_ListConfigs)
+    g.add_argument("--seeds", metavar="S,S,...", help="run once per seed (OUTPUT/seed<S>) and report mean ± std of "
+                   "the best and the last accuracy (OUTPUT/seeds.json)")
     g.add_argument("opts", nargs="*", metavar="KEY VALUE",
                    help="yacs overrides after the flags, e.g. SOLVER.LR 0.1")
 
@@ -84,5 +86,37 @@ ENTRIES = {
 }
 
 
+def _pop_seeds(argv: list[str]) -> list[int] | None:
+    """``--seeds 0,1,2`` (or ``--seeds=0,1,2``) taken out of the command line."""
+    for i, arg in enumerate(argv):
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            del argv[i:i + (1 if "=" in arg else 2)]
+            try:
+                seeds = [int(s) for s in value.strip("[]").split(",") if s.strip()]
+            except ValueError:
+                seeds = []
+            if not seeds:
+                raise ConfigError(f"--seeds {value!r}: expected a list of integers such as 0,1,2")
+            return seeds
+    return None
+
+
 def main(argv: list[str] | None = None, script: str = "sdd") -> None:
-    ENTRIES[script].main(argv)
+    from kdvision.core.engine.cli import run_cli
+    from kdvision.core.engine.rundir import init_logging
+    from kdvision.core.recipes.base import run_seeds
+
+    entry = ENTRIES[script]
+
+    def _main(args: list[str]) -> int:
+        init_logging(keep=False)
+        args = list(args)
+        seeds = _pop_seeds(args)
+        if seeds is None:
+            entry.build(args).run()
+        else:
+            run_seeds(entry, args, seeds)
+        return 0
+
+    run_cli(_main, sys.argv[1:] if argv is None else argv)

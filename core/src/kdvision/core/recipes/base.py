@@ -247,3 +247,42 @@ class Entry:
             return 0
 
         run_cli(_main, argv)
+
+
+def run_seeds(entry: "Entry", argv: list[str], seeds: list[int]) -> dict[str, Any]:
+    """Run ``entry`` once per seed and report mean ± std of the best and the last metric (the reproduction question:
+    one seed says little when runs spread by a point).
+
+    Seed k writes ``<output>/seed<k>`` (``<output>`` = ``--output``, else a fresh ``runs/<script>/seeds-<time>``);
+    ``<output>/seeds.json`` holds every run's numbers and the statistics (std: the sample standard deviation, n − 1).
+    A seed whose run directory is complete is not run again (``--resume`` continues an interrupted one).
+    """
+    import json
+    import statistics
+    import time
+    from pathlib import Path
+
+    cfg, _, _ = entry.resolve(argv)
+    root = Path(cfg.output) if cfg.output else Path("runs") / entry.script / time.strftime("seeds-%Y%m%d-%H%M%S")
+    runs = []
+    for seed in seeds:
+        out = root / f"seed{seed}"
+        done = out / "summary.json"
+        summary = (json.loads(done.read_text()) if done.is_file() else
+                   entry.build([*argv, "--seed", str(seed), "--output", str(out)]).run())
+        runs.append({"seed": seed, "best": summary["student_best"], "last": summary["student_last"],
+                     "output": str(out)})
+
+    def stats(key: str) -> dict[str, float | None]:
+        values = [r[key] for r in runs if r[key] is not None]
+        if not values:
+            return {"mean": None, "std": None}
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    report = {"script": entry.script, "seeds": seeds, "runs": runs, "best": stats("best"), "last": stats("last")}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "seeds.json").write_text(json.dumps(report, indent=2))
+    fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.4f} ± {s['std']:.4f}"  # noqa: E731
+    print(f"{len(seeds)} seeds {','.join(map(str, seeds))}: best {fmt(report['best'])}, last {fmt(report['last'])} "
+          f"({root / 'seeds.json'})")
+    return report
