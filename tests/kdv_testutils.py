@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (``tests/`` is on sys.path through pytest's rootdir conftest)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -180,3 +181,43 @@ class FakeVisdom:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 for a request handler class, as a context manager (``.url``)."""
+
+    def serve(self, handler: type, poll_interval: float = 0.5) -> None:
+        import http.server
+        import threading
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": poll_interval},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@contextlib.contextmanager
+def interrupt_after(monkeypatch, method_class: type, steps: int):
+    """A context in which ``method_class.train_step`` raises KeyboardInterrupt on the call after ``steps`` calls (a
+    run stopped mid-training, for the exact-resume tests)."""
+    step, calls = method_class.train_step, []
+
+    def stop(self):
+        calls.append(1)
+        if len(calls) > steps:
+            raise KeyboardInterrupt
+        return step(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(method_class, "train_step", stop)
+        yield

@@ -12,8 +12,8 @@ from PIL import Image
 from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import create_model
 
-from kdv_testutils import (FakeVisdom, assert_same_training_state, free_port, one_line_error, require, run_script,
-                            write_downsampled)
+from kdv_testutils import (FakeVisdom, assert_same_training_state, free_port, interrupt_after, one_line_error, require,
+                            run_script, write_downsampled)
 
 # MosaicKD's README command (seed_commands.md §1), verbatim after the script path.
 README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
@@ -105,19 +105,8 @@ def test_resume_is_exact(setup, tmp_path, monkeypatch):
     args = [str(a) for a in (*TINY, "--unlabeled", setup / "ood", "--local", "1", "--align", "1", "--balance", "10",
                              "--epochs", "2")]
     ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "full")]).run()
-    step = MosaicKD.train_step
-    calls = []
-
-    def stop_in_epoch_two(self):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt
-        return step(self)
-
-    with monkeypatch.context() as m:
-        m.setattr(MosaicKD, "train_step", stop_in_epoch_two)
-        with pytest.raises(KeyboardInterrupt):
-            ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "part")]).run()
+    with interrupt_after(monkeypatch, MosaicKD, 2), pytest.raises(KeyboardInterrupt):
+        ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "part")]).run()
     assert read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["step"] == 2
     ENTRIES["kd_mosaic"].build([*args, "--output", str(tmp_path / "part"), "--resume"]).run()
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")

@@ -15,7 +15,7 @@ from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import build_model, create_model
 from kdvision.core.recipes.base import ENTRIES
 
-from kdv_testutils import assert_same_training_state, free_port, one_line_error, run_script
+from kdv_testutils import assert_same_training_state, free_port, interrupt_after, one_line_error, run_script
 
 README = ["--cfg", "configs/cifar100/sdd_dkd/res32x4_shuv1.yaml", "--gpu", "1", "--M", "[1,2,4]"]
 TINY = ["DATASET.TYPE", "digits", "DISTILLER.TEACHER", "resnet8", "DISTILLER.STUDENT", "resnet8",
@@ -190,18 +190,8 @@ def test_resume_is_exact(digits_teacher, tmp_path, monkeypatch):
     args = [str(a) for a in ("--cfg", "configs/cifar100/sdd_dkd/res32x4_shuv1.yaml", *TINY, "SOLVER.EPOCHS", "3",
                              "SOLVER.LR_DECAY_STAGES", "[1]", "SDD.WARMUP", "2", "--teacher_weights", digits_teacher)]
     ENTRIES["sdd"].build([*args, "--output", str(tmp_path / "full")]).run()
-    step, calls = LabelledKD.train_step, []
-
-    def stop(self):
-        calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        return step(self)
-
-    with monkeypatch.context() as m:
-        m.setattr(LabelledKD, "train_step", stop)
-        with pytest.raises(KeyboardInterrupt):
-            ENTRIES["sdd"].build([*args, "--output", str(tmp_path / "part")]).run()
+    with interrupt_after(monkeypatch, LabelledKD, 3), pytest.raises(KeyboardInterrupt):
+        ENTRIES["sdd"].build([*args, "--output", str(tmp_path / "part")]).run()
     ENTRIES["sdd"].build([*args, "--output", str(tmp_path / "part"), "--resume"]).run()
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")

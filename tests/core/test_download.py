@@ -14,7 +14,6 @@ import ipaddress
 import pickle
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,8 @@ from kdvision.core.data import DOWNLOADABLE, download_dataset, find_split, get_d
 from kdvision.core.data.mnist import load_mnist_arrays
 from kdvision.core.errors import ConfigError, DataError
 
+from kdv_testutils import LoopbackServer, free_port
+
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
@@ -33,7 +34,7 @@ def md5(data: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------------ the server
 
-class Server:
+class Server(LoopbackServer):
     """Serves ``files`` (URL path → bytes) on 127.0.0.1; ``"/truncated/..."`` sends half the promised bytes."""
 
     def __init__(self) -> None:
@@ -64,26 +65,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Server":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        self.serve(Handler)
 
 
 @pytest.fixture(autouse=True)

@@ -15,17 +15,16 @@ import ipaddress
 import re
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from kdv_testutils import one_line_error, run_script
-
 from kdvision.core.data.download import download_file, partial_path
 from kdvision.core.errors import DataError
 from kdvision.tools import download_teachers as dt
+
+from kdv_testutils import LoopbackServer, free_port, one_line_error, run_script
 
 SCRIPT = "tools/download_teachers.py"
 SET = dt.SETS["repdistiller-cifar100"]
@@ -77,7 +76,7 @@ def sha(data: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------------ the server
 
-class Server:
+class Server(LoopbackServer):
     """Serves ``files`` (URL path → bytes) on 127.0.0.1 with Range support; records (path, Range header).
     ``cut_next``: the next full transfer sends only that many bytes and closes the connection."""
 
@@ -124,27 +123,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-
-    def __enter__(self) -> "Server":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        self.serve(Handler, poll_interval=0.02)
 
 
 @pytest.fixture(autouse=True)
