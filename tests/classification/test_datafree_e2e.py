@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 POOL = ["--kd_steps", "30", "--ep_steps", "30", "--g_steps", "20"]
 CASES = {
-    # CMI: 30 generator steps per round (20 gave 0.17-0.26 under torch <= 2.14 but 0.09 at seed 0 with torch 2.15;
-    # 30: 0.57)
+    # CMI: 30 generator steps per round (with torch 2.15.0, 20 left seed 0 at chance, 0.09, and seed 1 at 0.17;
+    # 30: 0.57 at seed 0)
     "cmi": ("kd_datafree.py", ["--method", "cmi", "--epochs", "5", *POOL, "--g_steps", "30", "--bank_size", "512",
                                "--n_neg", "256", "--adv", "0.5", "--cr", "0.8", "--cr_T", "0.1"]),
     # pixel inversion needs more steps per round than a generator (20 steps: near chance, 40: 0.23-0.26 over seeds)

@@ -36,8 +36,12 @@ class _ListConfigs(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="list the shipped configs and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        for name in list_configs():
-            print(f"configs/{name}")
+        try:
+            for name in list_configs():
+                print(f"configs/{name}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `sdd.py --list-configs | head`
+            sys.stderr.close()
         sys.exit(0)
 
 
