@@ -59,8 +59,9 @@ def _extend(p: argparse.ArgumentParser) -> None:
 
 
 def _preset(args: argparse.Namespace) -> dict:
+    """mdistiller's data folder (``./data``), then the ``--cfg`` file, then the trailing overrides."""
     values = read_yacs(resolve_config_path(args.cfg)) if getattr(args, "cfg", None) else {}
-    return {**values, **yacs_overrides(list(getattr(args, "opts", None) or []))}
+    return {"data_root": "data", **values, **yacs_overrides(list(getattr(args, "opts", None) or []))}
 
 
 def _adjust(cfg: SDDConfig, given: set[str], args: argparse.Namespace) -> None:
