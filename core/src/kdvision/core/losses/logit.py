@@ -292,8 +292,13 @@ def sdd_weights(t_region_logits: torch.Tensor, target: torch.Tensor,
     return 1.0 + complementary.float()
 
 
-def _sd_reduce(rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return (w * rows).sum() / rows.shape[0]
+def _sd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, weights: torch.Tensor | None, row_loss) -> torch.Tensor:
+    """Σ w · ``row_loss(s_rows, t_rows, N)`` / (N·B) over the region-major rows of B×K×N region logits."""
+    _check_regions(s_regions, t_regions)
+    b, _, n = s_regions.shape
+    with _no_autocast(s_regions):
+        rows = row_loss(_f(_region_rows(s_regions)), _f(_region_rows(t_regions)), n)
+        return (_row_weights(weights, b, n, rows) * rows).sum() / rows.shape[0]
 
 
 def sd_kd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, weights: torch.Tensor | None,
@@ -304,12 +309,7 @@ def sd_kd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, weights: torch.
 
     The original sets NaN elements of the elementwise KL to 0 and replaces a NaN/Inf total by 0; here the math is
     clean and nothing is zeroed (bug #10)."""
-    _check_regions(s_regions, t_regions)
-    b, _, n = s_regions.shape
-    with _no_autocast(s_regions):
-        s, t = _f(_region_rows(s_regions)), _f(_region_rows(t_regions))
-        rows = _kd_rows(s, t, T)
-        return _sd_reduce(rows, _row_weights(weights, b, n, rows))
+    return _sd_loss(s_regions, t_regions, weights, lambda s, t, n: _kd_rows(s, t, T))
 
 
 def sd_dkd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, target: torch.Tensor,
@@ -317,12 +317,8 @@ def sd_dkd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, target: torch.
     """SD-DKD (§3.4): L = Σ_{b,n} w(b, n) · ℓ_DKD(b, n) / (N·B), ℓ_DKD = :func:`dkd_loss`'s per-row term on the
     region rows, label y_b for every region of sample b. With scales [1] it is ``dkd_loss`` (mean). The warm-up
     factor and CE are the method's; no NaN is zeroed (bug #10)."""
-    _check_regions(s_regions, t_regions)
-    b, _, n = s_regions.shape
-    with _no_autocast(s_regions):
-        s, t = _f(_region_rows(s_regions)), _f(_region_rows(t_regions))
-        rows = _dkd_rows(s, t, target.repeat(n), alpha, beta, T)
-        return _sd_reduce(rows, _row_weights(weights, b, n, rows))
+    return _sd_loss(s_regions, t_regions, weights,
+                    lambda s, t, n: _dkd_rows(s, t, target.repeat(n), alpha, beta, T))
 
 
 def sd_nkd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, target: torch.Tensor,
@@ -330,9 +326,5 @@ def sd_nkd_loss(s_regions: torch.Tensor, t_regions: torch.Tensor, target: torch.
     """SD-NKD (§3.6): L = Σ_{b,n} w(b, n) · ℓ_NKD(b, n) / (N·B), ℓ_NKD = :func:`nkd_loss`'s per-row term (fixed
     non-target mask, or ``legacy_mask=True`` for SDD's all-class one). The original borrows τ and γ from ``DKD.T`` /
     ``DKD.BETA``; here they are explicit. No NaN is zeroed (bug #10)."""
-    _check_regions(s_regions, t_regions)
-    b, _, n = s_regions.shape
-    with _no_autocast(s_regions):
-        s, t = _f(_region_rows(s_regions)), _f(_region_rows(t_regions))
-        rows = _nkd_rows(s, t, target.repeat(n), T, gamma, legacy_mask)
-        return _sd_reduce(rows, _row_weights(weights, b, n, rows))
+    return _sd_loss(s_regions, t_regions, weights,
+                    lambda s, t, n: _nkd_rows(s, t, target.repeat(n), T, gamma, legacy_mask))
