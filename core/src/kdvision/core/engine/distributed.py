@@ -77,7 +77,7 @@ def rank_spread(modules: dict[str, torch.nn.Module]) -> dict[str, float]:
         params = [p.detach().reshape(-1) for p in module.parameters()]
         if not params:
             continue
-        flat = torch.cat(params).double()
+        flat = torch.cat(params).float()
         hi, lo = flat.clone(), flat.clone()
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
