@@ -6,32 +6,26 @@
 What runs (everything through the toolkit: ``classification/sdd.py``'s entry and yacs configs, the supervised
 teacher recipe of ``classification/train_teacher.py``; no training loop here):
 
-1. **One teacher for all four methods.** SD-DKD pools the teacher's and the student's final feature map at several
-   scales (``FeatureMapTap``), so the teacher must be a zoo CNN with global pooling: the shared LeNet-5 teachers
-   (``../shared/data/teachers/mnist_lenet5_*.pth``) have no such map (``kdvision.core.taps``). A ``resnet8`` teacher
-   is trained here on the *full* 60,000-image MNIST training split (``train_teacher.py`` recipe, cosine LR per
-   iteration, ``--teacher-steps`` steps of ``--teacher-batch``) and cached in ``--work``; KD and DKD use the same
-   teacher so that the comparison is fair.
-2. **The student** (``resnet8``, the smallest zoo model with a pooled feature map: ``lenet5_half`` has none) sees only
-   a fixed 1,000-image subset of the training split: a seeded permutation (``--subset-seed``, independent of the
-   run seed) of the 60,000 indices, first ``--train-subset``. The run seed changes the student's initialisation
-   and the batch order only.
+1. **One teacher for all methods.** SD-DKD pools the teacher's and the student's final feature map at several
+   scales (``FeatureMapTap``), so in the default set-up (``lenet_gap``) both are ``lenet5_gap`` models: LeNet-5's
+   convolutions with a globally pooled 5×5 map and a linear head (the shared LeNet-5 teachers flatten their 1×1
+   map into an MLP and have no such map). The ``lenet5_gap`` teacher is trained here on the *full* 60,000-image
+   training split (``train_teacher.py`` recipe, cosine LR per iteration, ``--teacher-steps`` steps of
+   ``--teacher-batch``) and cached in ``--work``. Set-up ``lenet``: the shared LeNet-5 teacher
+   (``../shared/data/teachers/mnist_lenet5_classic.pth``) into ``lenet5_half``, CE / KD / DKD only.
+2. **The student** sees only a fixed 1,000-image subset of the training split (``DATASET.TRAIN_SUBSET`` /
+   ``DATASET.SUBSET_SEED``: a seeded permutation, independent of the run seed). The run seed changes the
+   student's initialisation and the batch order only.
 3. **Equal budget**: every method trains ``--epochs`` x ``--iters`` SGD steps of ``--batch`` images (same LR,
-   weight decay, momentum, gradient clip 40 for all four -- mdistiller's KD/DKD files have no clip, SDD's have 40).
+   weight decay, momentum, gradient clip 40 for all -- mdistiller's KD/DKD files have no clip, SDD's have 40).
    DKD's and SD-DKD's warm-up (``DKD.WARMUP`` / ``SDD.WARMUP``, default 20 epochs of CIFAR) would scale the DKD term
    down for the whole of such a short run; both are set to ``--warmup`` (same value for both) of our epochs.
-4. **Evaluation** on the first ``--test-subset`` MNIST test images (default all 10,000), every ``--eval-every``
-   epochs and after the last; "best" is mdistiller's best-of-evaluations (selected on the test set, so
-   optimistic), "last" the final weights.
-
-The subset is made by a subclass of ``SDDRecipe`` (``load_train_set`` / ``build_evaluator``) because the recipe
-config has no subset field yet (see the issue note: a ``train_subset`` / ``subset_seed`` pair on the config would
-make this a flag).
+4. **Evaluation** on all 10,000 MNIST test images every ``--eval-every`` epochs and after the last; "best" is
+   mdistiller's best-of-evaluations (selected on the test set, so optimistic), "last" the final weights.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -41,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 #: method -> (shipped yacs config, extra overrides). CE only = mdistiller's Vanilla (DISTILLER.TYPE NONE).
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -52,59 +45,18 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 LABELS = {"ce": "CE only", "kd": "KD", "dkd": "DKD", "sd_dkd": "SD-DKD"}
 
-#: Two set-ups. ``lenet``: the shared LeNet-5 teacher (98.81 % on MNIST test) into ``lenet5_half``: CE, KD, DKD
-#: only (LeNet has no pooled feature map, so no SD-DKD), cheap enough on one CPU thread to converge. ``resnet8``: a
-#: resnet8 teacher trained here, a resnet8 student, all four methods -- about 10x the CPU cost per step.
+#: ``lenet_gap`` (default): a lenet5_gap teacher trained here into lenet5_gap_half, all four methods, SD-DKD on the
+#: 5×5 map at M = [1,2,4] (21 regions, the SDD default). ``lenet``: the shared LeNet-5 teacher (98.81 % on MNIST
+#: test) into lenet5_half: CE, KD, DKD only (LeNet-5 has no pooled feature map, so no SD-DKD).
 SETUPS: dict[str, dict[str, Any]] = {
+    "lenet_gap": dict(arch="lenet5_gap_half", teacher_arch="lenet5_gap", teacher_weights=None, scales="[1,2,4]",
+                      methods=tuple(METHODS)),
     "lenet": dict(arch="lenet5_half", teacher_arch="lenet5", teacher_weights="teachers/mnist_lenet5_classic.pth",
-                  batch=64, epochs=10, iters=50, lr=0.01, warmup=2.0, eval_every=5, test_subset=10000,
-                  methods=("ce", "kd", "dkd")),
-    "resnet8": dict(arch="resnet8", teacher_arch="resnet8", teacher_weights=None, batch=64, epochs=8, iters=10,
-                    lr=0.05, warmup=2.0, eval_every=4, test_subset=2000, methods=tuple(METHODS)),
+                  scales=None, methods=("ce", "kd", "dkd")),
 }
-DEFAULTS = dict(teacher_steps=300, teacher_batch=128, teacher_lr=0.1, train_subset=1000, subset_seed=0,
-                seeds=(0, 1, 2), **SETUPS["lenet"])
-
-
-def fixed_subset(n_total: int, n: int, seed: int) -> list[int]:
-    """The first ``n`` of a seeded permutation of ``range(n_total)`` (sorted): the same images for every run."""
-    g = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
-
-
-@functools.lru_cache(maxsize=None)
-def _recipe_class(train_subset: int | None, subset_seed: int, test_subset: int | None):
-    """An ``SDDRecipe`` whose student sees a fixed training subset and is evaluated on the first test images."""
-    from kdvision.core.data import get_dataset
-    from kdvision.core.recipes.sdd import SDDRecipe
-    from kdvision.core.recipes.task import data_root_of
-
-    teacher_metric: dict[str, float] = {}
-
-    class SubsetSDDRecipe(SDDRecipe):
-        def measure_teacher(self):  # the same frozen teacher on the same test images: measured once
-            if self.ckpt not in teacher_metric:
-                teacher_metric[self.ckpt] = super().measure_teacher()
-            return teacher_metric[self.ckpt]
-
-        def load_train_set(self):
-            full = super().load_train_set()
-            if train_subset is None or self.missing_data:
-                return full
-            return Subset(full, fixed_subset(len(full), train_subset, subset_seed))
-
-        def build_evaluator(self):
-            if self.missing_data:
-                return None
-            cfg = self.cfg
-            ds = get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="test",
-                             normalize=cfg.normalize)
-            if test_subset is not None and test_subset < len(ds):
-                ds = Subset(ds, range(test_subset))
-            return self.task.make_evaluator(ds, cfg.test_batch_size, self.ctx.device, self.ctx.dist, cfg.workers,
-                                            cfg.amp, cfg.channels_last)
-
-    return SubsetSDDRecipe
+DEFAULTS = dict(teacher_steps=400, teacher_batch=128, teacher_lr=0.1, train_subset=1000, subset_seed=0,
+                seeds=(0, 1, 2), batch=64, epochs=10, iters=50, lr=0.01, warmup=2.0, eval_every=5,
+                **SETUPS["lenet_gap"])
 
 
 def train_teacher(work: Path, data_root: str, *, arch: str, steps: int, batch: int, lr: float,
@@ -121,49 +73,48 @@ def train_teacher(work: Path, data_root: str, *, arch: str, steps: int, batch: i
     argv = ["--dataset", "mnist", "--arch", arch, "--data_root", data_root, "--epochs", "1",
             "--iters-per-epoch", str(steps), "--batch_size", str(batch), "--lr", str(lr), "--lr_schedule", "cosine",
             "--seed", str(seed), "--device", "cpu", "--no-progress", "--log-interval", "100",
-            "--channels-last", "--output", str(out), "--overwrite"]
+            "--output", str(out), "--overwrite"]
     summary = TEACHER_ENTRIES["dfad"].build(argv).run()
     return weights, summary["student_best"], summary["wall_time_s"]
 
 
 def sdd_argv(method: str, seed: int, *, out: Path, data_root: str, teacher: Path | None, arch: str,
-             teacher_arch: str, batch: int, epochs: int, iters: int, lr: float, warmup: float,
-             eval_every: int) -> list[str]:
-    """The ``classification/sdd.py`` command line of one run (everything but the subset, which the recipe makes)."""
+             teacher_arch: str, batch: int, epochs: int, iters: int, lr: float, warmup: float, eval_every: int,
+             train_subset: int | None, subset_seed: int, scales: str | None) -> list[str]:
+    """The ``classification/sdd.py`` command line of one run."""
     cfg, extra = METHODS[method]
-    overrides = {"DATASET.TYPE": "mnist", "DATASET.NUM_WORKERS": 0, "DATASET.TEST.BATCH_SIZE": 500,
+    overrides = {"DATASET.TYPE": "mnist", "DATASET.NUM_WORKERS": 0, "DATASET.TEST.BATCH_SIZE": 1000,
                  "DISTILLER.TEACHER": teacher_arch, "DISTILLER.STUDENT": arch,
                  "SOLVER.BATCH_SIZE": batch, "SOLVER.EPOCHS": epochs, "SOLVER.LR": lr,
                  "SOLVER.LR_DECAY_STAGES": [epochs + 1], "SOLVER.CLIP_GRAD_NORM": 40.0, **extra}
+    if train_subset is not None:
+        overrides.update({"DATASET.TRAIN_SUBSET": train_subset, "DATASET.SUBSET_SEED": subset_seed})
     if method in ("dkd", "sd_dkd"):
         overrides["DKD.WARMUP"] = warmup
     if method == "sd_dkd":
         overrides["SDD.WARMUP"] = warmup
+        if scales:
+            overrides["SDD.SCALES"] = scales
     argv = ["--cfg", cfg]
     for k, v in overrides.items():
         argv += [k, str(v).replace(" ", "")]
     argv += ["--iters-per-epoch", str(iters), "--eval-every", str(eval_every), "--data_root", data_root,
              "--seed", str(seed), "--device", "cpu", "--no-progress", "--log-interval", "1000",
-             "--channels-last", "--output", str(out), "--overwrite"]
+             "--output", str(out), "--overwrite"]
     if teacher is not None and method != "ce":
         argv += ["--teacher_weights", str(teacher)]
     return argv
 
 
-def run_one(method: str, seed: int, *, work: Path, data_root: str, teacher: Path, train_subset: int | None,
-            subset_seed: int, test_subset: int | None, **budget: Any) -> dict[str, Any]:
+def run_one(method: str, seed: int, *, work: Path, **options: Any) -> dict[str, Any]:
     import kdvision.classification.sdd  # noqa: F401  (registers the sdd entry)
     from kdvision.core.recipes.base import ENTRIES
 
-    entry = ENTRIES["sdd"]
-    argv = sdd_argv(method, seed, out=work / f"{method}-s{seed}", data_root=data_root, teacher=teacher, **budget)
-    cfg, given, args = entry.resolve(argv)
-    recipe = _recipe_class(train_subset, subset_seed, test_subset)(
-        cfg, entry.task_for(cfg), script="sdd", given=given, explicit_root=True, overwrite=True)
-    summary = recipe.run()
+    out = work / f"{method}-s{seed}"
+    summary = ENTRIES["sdd"].build(sdd_argv(method, seed, out=out, **options)).run()
     return {"method": method, "seed": seed, "best": summary["student_best"], "last": summary["student_last"],
             "teacher": summary["teacher_metric"], "iterations": summary["iterations"],
-            "batch_size": summary["batch_size"], "train_images": len(recipe.train_set),
+            "batch_size": summary["batch_size"], "train_images": summary["train_images"],
             "wall_time_s": summary["wall_time_s"]}
 
 
@@ -189,15 +140,12 @@ def compare(data_root: str | os.PathLike, work: str | os.PathLike, *, threads: i
                                                             steps=p["teacher_steps"], batch=p["teacher_batch"],
                                                             lr=p["teacher_lr"])
             log(f"teacher {p['teacher_arch']}: test acc {teacher_acc:.4f} ({teacher_s:.0f} s)")
-        if "sd_dkd" in p["methods"] and (p["arch"].startswith("lenet") or p["teacher_arch"].startswith("lenet")):
-            raise ValueError("SD-DKD needs a teacher and a student with a pooled feature map; LeNet-5 has none")
-        budget = {k: p[k] for k in ("arch", "teacher_arch", "batch", "epochs", "iters", "lr", "warmup", "eval_every")}
+        budget = {k: p[k] for k in ("arch", "teacher_arch", "batch", "epochs", "iters", "lr", "warmup", "eval_every",
+                                    "train_subset", "subset_seed", "scales")}
         runs = []
         for method in p["methods"]:
             for seed in p["seeds"]:
-                r = run_one(method, seed, work=work, data_root=data_root, teacher=teacher,
-                            train_subset=p["train_subset"], subset_seed=p["subset_seed"],
-                            test_subset=p["test_subset"], **budget)
+                r = run_one(method, seed, work=work, data_root=data_root, teacher=teacher, **budget)
                 log(f"{LABELS[method]:<8} seed {seed}: best {r['best']:.4f} last {r['last']:.4f} "
                     f"({r['wall_time_s']:.0f} s)")
                 runs.append(r)
@@ -212,7 +160,7 @@ def compare(data_root: str | os.PathLike, work: str | os.PathLike, *, threads: i
     return {"params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
             "teacher": {"arch": p["teacher_arch"], "weights": p["teacher_weights"] or "trained here",
                         "acc_full_test": teacher_acc,
-                        "acc_eval_subset": next((r["teacher"] for r in runs if r["teacher"] is not None), None),
+                        "acc_distil_runs": next((r["teacher"] for r in runs if r["teacher"] is not None), None),
                         "steps": p["teacher_steps"], "batch": p["teacher_batch"]},
             "student_steps": p["epochs"] * p["iters"], "runs": runs, "summary": summary,
             "wall_time_s": time.perf_counter() - t0, "threads": threads or torch.get_num_threads(),
@@ -222,17 +170,17 @@ def compare(data_root: str | os.PathLike, work: str | os.PathLike, *, threads: i
 def table(result: dict[str, Any]) -> str:
     """The markdown table of best / last accuracy (mean ± std over seeds) per method, with the budget."""
     p, t = result["params"], result["teacher"]
-    test = f"first {p['test_subset']:,}" if p["test_subset"] and p["test_subset"] < 10000 else "all 10,000"
     origin = (f"shared weights {t['weights']}" if p["teacher_weights"] else
               f"trained here on all 60,000 training images ({t['steps']} steps x {t['batch']}), "
               f"{100 * t['acc_full_test']:.2f} % on all 10,000 test images")
-    acc = t["acc_eval_subset"]
+    acc = t["acc_distil_runs"]
+    sd = f", SD-DKD at M = {p['scales']}" if "sd_dkd" in p["methods"] else ""
     lines = [f"MNIST, student {p['arch']} on a fixed {p['train_subset']:,}-image labelled subset (subset seed "
              f"{p['subset_seed']}); teacher {t['arch']}, {origin}"
-             + (f"; teacher on the evaluation images: {100 * acc:.2f} %." if acc is not None else "."),
+             + (f"; teacher measured by the distillation runs: {100 * acc:.2f} %." if acc is not None else "."),
              f"Budget per run: {result['student_steps']} SGD steps x batch {p['batch']} ({p['epochs']} epochs x "
              f"{p['iters']} it; lr {p['lr']:g} constant, wd 5e-4, momentum 0.9, clip 40), DKD/SD-DKD warm-up "
-             f"{p['warmup']:g} epochs; evaluated on the {test} test images every {p['eval_every']} epochs; seeds "
+             f"{p['warmup']:g} epochs{sd}; evaluated on all 10,000 test images every {p['eval_every']} epochs; seeds "
              f"{', '.join(map(str, p['seeds']))}; {result['threads']} CPU thread(s), total wall "
              f"{result['wall_time_s']:.0f} s.",
              "",
@@ -251,17 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="run directories and the cached teacher (default: a temporary dir)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
-    ap.add_argument("--setup", choices=tuple(SETUPS), default="lenet")
+    ap.add_argument("--setup", choices=tuple(SETUPS), default="lenet_gap")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--methods", default=None, help="comma-separated subset of " + ", ".join(METHODS))
-    for key in ("teacher_steps", "teacher_batch", "train_subset", "subset_seed", "test_subset", "batch", "epochs",
-                "iters", "eval_every"):
+    ap.add_argument("--scales", default=None, help="SD-DKD's M, e.g. [1,2]")
+    for key in ("teacher_steps", "teacher_batch", "train_subset", "subset_seed", "batch", "epochs", "iters",
+                "eval_every"):
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None)
     for key in ("teacher_lr", "lr", "warmup"):
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=float, default=None)
     args = ap.parse_args(argv)
-    keys = ("teacher_steps", "teacher_batch", "train_subset", "subset_seed", "test_subset", "batch", "epochs",
-            "iters", "eval_every", "teacher_lr", "lr", "warmup")
+    keys = ("teacher_steps", "teacher_batch", "train_subset", "subset_seed", "batch", "epochs", "iters", "eval_every",
+            "teacher_lr", "lr", "warmup", "scales")
     overrides = {**SETUPS[args.setup], **{k: getattr(args, k) for k in keys if getattr(args, k) is not None}}
     overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.methods:
@@ -269,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in overrides["methods"] if m not in METHODS]
     if unknown:
         ap.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
-    if overrides["teacher_weights"] is None and "sd_dkd" in overrides["methods"] and "lenet" in overrides["arch"]:
-        ap.error("SD-DKD needs a pooled feature map: lenet5 / lenet5_half have none")
+    if "sd_dkd" in overrides["methods"] and not overrides.get("scales"):
+        ap.error(f"set-up {args.setup}: SD-DKD needs a pooled feature map ({overrides['teacher_arch']} has none)")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="sdd_mnist_") as tmp:

@@ -31,14 +31,17 @@ def test_dfad_format_lenet5_teacher_scores_on_real_mnist(shared_data, mnist_teac
 
 
 @pytest.mark.slow
-def test_dfad_mnist_learns_in_150_iterations(shared_data, mnist_teacher, tmp_path):
-    """Batch 64, 150 iterations on the CPU: the student passes 75 % on the real MNIST test set."""
+def test_dfad_mnist_learns_in_200_iterations(shared_data, mnist_teacher, tmp_path):
+    """Batch 64, 200 iterations on the CPU with the demo's narrower generator (ngf 16; the preset's 64 costs 6x per
+    iteration): the student passes 75 % on the real MNIST test set (measured, one thread: 0.797; 0.664 after 150
+    iterations, 0.882 after 250)."""
     cfg = apply_overrides(DFADConfig(), {**PRESETS["mnist"], "ckpt": str(mnist_teacher),
-                                         "data_root": str(shared_data), "batch_size": 64, "epochs": 3,
-                                         "iters_per_epoch": 50, "device": "cpu", "output": str(tmp_path / "run"),
-                                         "progress": False, "test_batch_size": 1000}, "test")
+                                         "data_root": str(shared_data), "batch_size": 64, "epochs": 4,
+                                         "iters_per_epoch": 50, "ngf": 16, "device": "cpu",
+                                         "output": str(tmp_path / "run"), "progress": False,
+                                         "test_batch_size": 1000}, "test")
     summary = run(cfg, explicit_root=True)
-    assert summary["iterations"] == 150
+    assert summary["iterations"] == 200
     assert summary["teacher_metric"] >= 0.985
     assert summary["student_best"] >= 0.75, summary
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["student_best"] == summary["student_best"]

@@ -1,12 +1,9 @@
-"""CE only vs KD vs DKD on a fixed 1,000-image labelled MNIST subset, 3 seeds, equal budget, on one CPU thread
-(``benchmarks/sdd_mnist_compare.py``, set-up ``lenet``: the shared LeNet-5 teacher into ``lenet5_half``).
+"""CE only vs KD vs DKD vs SD-DKD on a fixed 1,000-image labelled MNIST subset, 3 seeds, equal budget, on one CPU
+thread (``benchmarks/sdd_mnist_compare.py``, default set-up ``lenet_gap``: a ``lenet5_gap`` teacher trained on the
+full training split, distilled into ``lenet5_gap_half``; SD-DKD on the 5×5 map at M = [1,2,4]).
 
-SD-DKD is not in this test: it needs a pooled final feature map in teacher and student (``kdvision.core.taps``),
-which LeNet-5 lacks, and the smallest zoo model that has one (``resnet8``) costs ~10x per CPU step: at a budget that
-fits this test the resnet8 students do not converge (see the benchmark's docstring and the issue note).
-
-What is asserted is what the measurements support (see the issue note for the numbers); the comparison is
-seeded and single-threaded, so it is deterministic on a given machine.
+What is asserted is what the measurements support (numbers in ``docs/sdd.md`` and the issue note); the comparison
+is seeded and single-threaded, so it is deterministic on a given machine.
 """
 from __future__ import annotations
 
@@ -15,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from kdvision.core.data import subset_indices
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from sdd_mnist_compare import SETUPS, compare, fixed_subset, table  # noqa: E402
+from sdd_mnist_compare import compare, table  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def result(shared_data, tmp_path_factory):
-    for name in ("MNIST/raw/train-images-idx3-ubyte.gz", "MNIST/raw/t10k-images-idx3-ubyte.gz",
-                 SETUPS["lenet"]["teacher_weights"]):
+    for name in ("MNIST/raw/train-images-idx3-ubyte.gz", "MNIST/raw/t10k-images-idx3-ubyte.gz"):
         if not (shared_data / name).is_file():
             pytest.skip(f"real-data file not found: {shared_data / name} (set KDV_DATA to the shared data folder)")
     pytest.importorskip("kdvision.classification")
@@ -34,35 +32,34 @@ def result(shared_data, tmp_path_factory):
 
 
 def test_subset_is_fixed_and_seeded():
-    a = fixed_subset(60000, 1000, 0)
-    assert a == fixed_subset(60000, 1000, 0) and len(set(a)) == 1000
-    assert a != fixed_subset(60000, 1000, 1)
+    a = subset_indices(60000, 1000, 0)
+    assert a == subset_indices(60000, 1000, 0) and len(set(a)) == 1000 and a == sorted(a)
+    assert a != subset_indices(60000, 1000, 1)
 
 
-def test_equal_budget_and_subset(result):
+def test_equal_budget_on_the_subset_with_one_teacher(result):
     p = result["params"]
+    assert set(p["methods"]) == {"ce", "kd", "dkd", "sd_dkd"}
     for r in result["runs"]:
         assert r["iterations"] == p["epochs"] * p["iters"] == result["student_steps"]
         assert r["batch_size"] == p["batch"]
-        assert r["train_images"] == 1000
+        assert r["train_images"] == 1000  # DATASET.TRAIN_SUBSET reached the recipe
     assert {(r["method"], r["seed"]) for r in result["runs"]} == {(m, s) for m in p["methods"] for s in p["seeds"]}
-    # the shared LeNet-5 teacher, measured by the recipe on the evaluation images
-    assert result["teacher"]["acc_eval_subset"] > 0.98
+    # the teacher trained on all 60,000 images, measured the same by every distillation run
+    t = result["teacher"]
+    assert t["acc_full_test"] > 0.95 and t["acc_distil_runs"] == pytest.approx(t["acc_full_test"])
 
 
-def test_distilled_students_vs_ce_only(result):
-    """Measured (issue note): CE only 92.81 ± 0.62, KD 95.70 ± 0.25, DKD 92.11 ± 1.42 (best acc, %, 3 seeds).
-
-    KD beats CE only by more than the larger of the two seed spreads. DKD does NOT at this budget (its mean is
-    0.7 points below CE only, within the seed spread): asserted is only what holds -- it learns (far above chance)
-    and stays within 2 points of CE only.
-    """
+def test_every_distilled_student_beats_ce_only_by_more_than_the_seed_spread(result):
+    """Measured (best acc, %, 3 seeds): CE only 91.40 ± 0.84, KD 94.75 ± 0.31, DKD 93.92 ± 0.34, SD-DKD
+    94.23 ± 0.15 (last: 94.12 ± 0.29). KD, DKD and SD-DKD each beat CE only by 2.5-3.4 points, several times the
+    largest seed spread; SD-DKD is 0.3 points above DKD, within DKD's spread, and KD wins at this scale."""
     s = result["summary"]
-    ce, kd, dkd = s["ce"], s["kd"], s["dkd"]
-    assert ce["n"] == kd["n"] == dkd["n"] == 3
-    # CE only on 1,000 images: far above chance, below the teacher
-    assert 0.88 < ce["best_mean"] < result["teacher"]["acc_eval_subset"]
-    assert kd["best_mean"] - ce["best_mean"] > max(ce["best_std"], kd["best_std"]), (kd, ce)
-    assert kd["last_mean"] - ce["last_mean"] > max(ce["last_std"], kd["last_std"]), (kd, ce)
-    assert dkd["best_mean"] > 0.88
-    assert abs(dkd["best_mean"] - ce["best_mean"]) < 0.02, (dkd, ce)
+    ce = s["ce"]
+    assert all(v["n"] == 3 for v in s.values())
+    assert 0.85 < ce["best_mean"] < result["teacher"]["acc_full_test"]
+    for method in ("kd", "dkd", "sd_dkd"):
+        m = s[method]
+        for which in ("best", "last"):
+            gap = m[f"{which}_mean"] - ce[f"{which}_mean"]
+            assert gap > 2 * max(ce[f"{which}_std"], m[f"{which}_std"]), (method, which, m, ce)

@@ -750,3 +750,18 @@ def test_batches_on_cuda_match_cpu_and_augment_on_device(tmp_path):
     aug = get_dataset("cifar10", tmp_path, "train", train_transform=True)
     x, y = next(aug.batches(16, device="cuda", shuffle=True))
     assert x.is_cuda and y.is_cuda and tuple(x.shape) == (16, 3, 32, 32)
+
+
+def test_labelled_subset_is_seeded_sorted_and_bounded():
+    from torch.utils.data import TensorDataset
+
+    from kdvision.core.data import labelled_subset, subset_indices
+
+    ds = TensorDataset(torch.arange(50))
+    assert labelled_subset(ds, None, 3) is ds
+    sub = labelled_subset(ds, 10, 3)
+    assert [int(sub[i][0]) for i in range(len(sub))] == subset_indices(50, 10, 3)
+    assert subset_indices(50, 10, 3) == sorted(set(subset_indices(50, 10, 3)))
+    assert subset_indices(50, 10, 3) != subset_indices(50, 10, 4)
+    with pytest.raises(ConfigError, match="--train_subset 51 is larger than the training split"):
+        labelled_subset(ds, 51, 0)

@@ -144,6 +144,8 @@ def test_spec_counts(name, num_classes, tensors, mparams, decimals):
 def test_lenet_exact_parameter_counts():
     assert n_params(create_model("lenet5")) == 61_706
     assert n_params(create_model("lenet5_half")) == 15_738
+    assert n_params(create_model("lenet5_gap")) == 21_182  # 156 + 2,416 + 17,400 + 1,210
+    assert n_params(create_model("lenet5_gap_half")) == 5_676  # 78 + 608 + 4,380 + 610
 
 
 def test_wrn_conv_shortcut_only_where_width_changes():

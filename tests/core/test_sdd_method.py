@@ -59,11 +59,16 @@ def run_epochs(method: LabelledKD, epochs: int) -> None:
         method.train_step()
 
 
-@pytest.mark.parametrize("legacy", [True, False], ids=["legacy_pooling", "direct_pooling"])
-def test_sd_dkd_steps_equal_sdds_loop(legacy):
+@pytest.mark.parametrize("legacy,epochs", [(True, 4), (False, 1)], ids=["legacy_pooling", "direct_pooling"])
+def test_sd_dkd_steps_equal_sdds_loop(legacy, epochs):
     """Four steps, one per epoch (warm-up 1/20, 2/20, ...; the LR decays after epochs 2 and 3): every student
-    weight and BN statistic equals the loop written from SDD_DKD.py + mdistiller's trainer to 1e-6. On 8×8 and
-    4×4 maps the direct pooling of every scale equals the original's pooling from the 4×4 grid."""
+    weight and BN statistic equals the loop written from SDD_DKD.py + mdistiller's trainer to 1e-6.
+
+    On 8×8 and 4×4 maps the direct pooling of every scale equals the original's pooling from the 4×4 grid up to
+    float rounding (~1e-7), so one step of ours with it equals the original's step to 1e-6. Over several steps that
+    rounding is not a tolerance: once the weights differ by ~1e-8, a ReLU input that sits within 1e-7 of zero (one
+    in a few million activations) can change sign, and that unit's whole gradient path switches on or off (measured:
+    5e-4 in one gradient element at step 2, from 3e-8 in the weights). Bit-identical pooling (legacy) stays exact."""
     teacher, student = players()
     x, y = torch.randn(B, 3, 32, 32), torch.randint(0, K, (B,))
     ref_t, ref_s = _capture(copy.deepcopy(teacher)), _capture(copy.deepcopy(student))
@@ -73,7 +78,7 @@ def test_sd_dkd_steps_equal_sdds_loop(legacy):
     distiller = LogitDistiller("sd_dkd", ce_weight=1.0, T=4.0, alpha=1.0, beta=8.0, warmup=20.0)
     method = ours(copy.deepcopy(teacher), copy.deepcopy(student), TensorDataset(x, y), distiller, legacy=legacy)
     out = []
-    for epoch in range(4):
+    for epoch in range(epochs):
         method.schedules.epoch_start(epoch, epoch)
         method.on_epoch_start(epoch)
         order = list(method.sampler)  # the epoch's shuffled order, fed to the reference too
@@ -82,7 +87,7 @@ def test_sd_dkd_steps_equal_sdds_loop(legacy):
         expected = ref.step(x[order], y[order], epoch + 1)
         assert abs(out[-1]["loss_kd"].item() - expected["loss_kd"]) < 1e-6 * max(1.0, expected["loss_kd"])
         assert abs(out[-1]["loss_ce"].item() - expected["loss_ce"]) < 1e-6 * max(1.0, expected["loss_ce"])
-    assert method._optimizers["model"].param_groups[0]["lr"] == pytest.approx(0.05 * 0.01)
+    assert method._optimizers["model"].param_groups[0]["lr"] == pytest.approx(0.05 * (0.01 if epochs == 4 else 1))
     mine = method.eval_model().state_dict()
     for key, value in ref_s.state_dict().items():
         torch.testing.assert_close(mine[key], value, atol=1e-6, rtol=0, msg=key)

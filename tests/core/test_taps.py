@@ -62,6 +62,8 @@ def _reference_point(model: nn.Module, family: str) -> tuple[str, object]:
     if family in ("cifar_resnet_optiona", "repdistiller_resnet", "repdistiller_shufflenet"):
         blk = model.layer3[-1]
         return f"layer3.{len(model.layer3) - 1}", lambda x: _residual_ref(blk, x)
+    if family == "lenet_gap":                                        # relu(conv3(·)), then the global pool
+        return "conv3", lambda x: model.conv3(x)
     if family == "wrn":                                              # self.relu(self.bn1(·)), in place
         return "bn1", lambda x: model.bn1(x)
     if family == "vgg_bn":                                           # F.relu(block4(·))

@@ -100,21 +100,18 @@ ENTRIES = {script: Entry(DataFreeRecipe, CLASSIFICATION, script=script, preset=_
 
 
 def method_given(argv: list[str]) -> bool:
-    """Whether a command line names a data-free method: ``--method``, ``--set method=...`` or a ``--config`` file
-    with a ``method`` key."""
-    from kdvision.core.engine.config import load_yaml
+    """Whether a command line names a data-free method (``--method``, ``--set method=...`` or a ``--config`` file with
+    a ``method`` key), read by the engine's own parser and value layers; flags only MosaicKD's DFQ knows are left
+    aside. A command line the engine cannot read at all goes to the engine, which reports it."""
+    import argparse
 
-    for i, arg in enumerate(argv):
-        nxt = argv[i + 1] if i + 1 < len(argv) else ""
-        if arg == "--method" or arg.startswith("--method=") or (arg == "--set" and nxt.startswith("method=")):
-            return True
-        if arg == "--config" and nxt:
-            try:
-                if "method" in load_yaml(nxt):
-                    return True
-            except ConfigError:
-                return True  # let the engine report the bad file
-    return False
+    parser = ENTRIES["kd_datafree"].parser()
+    parser.exit_on_error = False
+    try:
+        args, _ = parser.parse_known_args(argv)
+        return "method" in user_values(args, ["method"])
+    except (argparse.ArgumentError, ConfigError):
+        return True
 
 
 def main(argv: list[str] | None = None, script: str = "kd_datafree.py") -> None:

@@ -121,6 +121,24 @@ def get_dataset(
                    download=bool(download), **options)
 
 
+def subset_indices(n_total: int, n: int, seed: int) -> list[int]:
+    """The first ``n`` indices of a seeded permutation of ``range(n_total)``, sorted: the same images on every
+    machine and in every run with that seed, whatever the run's own seed (which decides initialisation and order)."""
+    if n > n_total:
+        raise ConfigError(f"--train_subset {n} is larger than the training split ({n_total} images)")
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+
+
+def labelled_subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
+    """``dataset`` itself (``n`` None) or its :func:`subset_indices` subset (``--train_subset N --subset_seed S``)."""
+    if n is None:
+        return dataset
+    from torch.utils.data import Subset
+
+    return Subset(dataset, subset_indices(len(dataset), n, seed))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # helpers shared by the readers
 

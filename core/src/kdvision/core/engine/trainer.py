@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torchvision.utils as vutils
 
 from ..checkpoint import read_checkpoint, save_atomic
 from ..errors import CheckpointError, KDVisionError
 from .distributed import DistInfo
+from .grid import save_image
 from .method import Method, unwrap
 from .rundir import RunDir, get_logger
 from .seed import rng_state, set_rng_state
@@ -298,7 +298,7 @@ class SampleGridHook(Hook):
             return
         images = images.detach().float().cpu()
         for name in (f"epoch_{st.epoch:04d}.png", "last.png"):
-            vutils.save_image(images, trainer.run.samples / name, nrow=self.nrow, padding=2)
+            save_image(images, trainer.run.samples / name, nrow=self.nrow, padding=2)
         if trainer.visdom is not None:
             trainer.visdom.images("samples", images, caption=f"epoch {st.epoch}", nrow=self.nrow)
 

@@ -62,6 +62,12 @@ def _stats(values: Sequence[float], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 
+def _normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, memory_format: torch.memory_format
+                ) -> torch.Tensor:
+    """[0, 1] images → ``(x - mean) / std`` in the players' memory format (the input of every player)."""
+    return ((x - mean) / std).contiguous(memory_format=memory_format)
+
+
 class MosaicKD(Method):
     name = "mosaickd"
 
@@ -100,12 +106,9 @@ class MosaicKD(Method):
         return {"student": self.student, "generator": self.generator, "discriminator": self.discriminator}
 
     # -- data --------------------------------------------------------------------------------------------------------
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=self.memory_format)
-
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """N_in: [0, 1] images → the in-domain normalisation the teacher and student expect."""
-        return self._layout((x - self.mean) / self.std)
+        return _normalized(x, self.mean, self.std, self.memory_format)
 
     def d_batch(self) -> torch.Tensor:
         """The next real batch of the discriminator: OOD images, no augmentation, in-domain normalisation."""
@@ -116,7 +119,7 @@ class MosaicKD(Method):
         """The next OOD half of a student batch: the OOD set's training augmentation, then ``kd_mean``/``kd_std``."""
         idx = next(self.kd_stream).to(self.device, non_blocking=True)
         x = self.kd_augment(self.ood[idx]).float() / 255
-        return self._layout((x - self.kd_mean) / self.kd_std)
+        return _normalized(x, self.kd_mean, self.kd_std, self.memory_format)
 
     def _noise(self) -> torch.Tensor:
         return torch.randn(self.batch_size, self.nz, device=self.device)
@@ -216,7 +219,7 @@ class BlindKD(LossDictMethod):
     def batch(self) -> torch.Tensor:
         idx = next(self.stream).to(self.device, non_blocking=True)
         x = self.augment(self.ood[idx]).float() / 255
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return _normalized(x, self.mean, self.std, self.memory_format)
 
     def losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self.student.train()
@@ -280,7 +283,7 @@ class MosaicDFQ(Method):
 
     def _fake(self, G: nn.Module) -> torch.Tensor:
         x = G(torch.randn(self.batch_size, self.nz, device=self.device))
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return _normalized(x, self.mean, self.std, self.memory_format)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         T, S, G = self.teacher, self.student, self.generator

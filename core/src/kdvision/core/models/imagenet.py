@@ -7,9 +7,11 @@ expect ImageNet normalisation. ``num_classes`` replaces the head (e.g. 101 for D
 from __future__ import annotations
 
 import torch.nn as nn
-from torchvision import models as tvm
 
 from . import MODELS
+
+# torchvision is imported when one of these models is built, not when the zoo is: importing it costs ~1.5 s (its ops
+# pull in torch._dynamo), which every entry script would pay at start-up for models most runs never build.
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _META = dict(input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -19,10 +21,10 @@ _LAYER4_BLOCKS = {18: 2, 34: 3, 50: 3, 101: 3}
 
 
 def _register_resnet(depth: int) -> None:
-    ctor = getattr(tvm, f"resnet{depth}")
-
     def build(num_classes: int = 1000, **kwargs) -> nn.Module:
-        return ctor(weights=None, num_classes=num_classes, **kwargs)
+        from torchvision import models as tvm
+
+        return getattr(tvm, f"resnet{depth}")(weights=None, num_classes=num_classes, **kwargs)
 
     name = f"resnet{depth}_imagenet"
     build.__name__ = build.__qualname__ = name
@@ -46,4 +48,6 @@ for _depth in (18, 34, 50, 101):
                  **_META)
 def mobilenetv2_imagenet(num_classes: int = 1000, **kwargs) -> nn.Module:
     """torchvision MobileNetV2 (``features.*``, ``classifier.1``), random init; CMI's ``mobilenetv2`` entry."""
+    from torchvision import models as tvm
+
     return tvm.mobilenet_v2(weights=None, num_classes=num_classes, **kwargs)

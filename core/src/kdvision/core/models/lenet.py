@@ -53,3 +53,43 @@ def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
 @MODELS.register("lenet5_half", **_META)
 def lenet5_half(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     return LeNet5(num_classes, in_channels, widths=(3, 8, 60, 42))
+
+
+class LeNet5GAP(nn.Module):
+    """LeNet-5's convolutions with a global-average-pooled head: the smallest zoo classifier with a final feature
+    map (SDD's scale-decoupled regions, feature taps), cheap enough to distil on one CPU thread.
+
+    ``conv1`` (5×5) → ReLU → 2×2 max-pool → ``conv2`` (5×5) → ReLU → 2×2 max-pool → ``conv3`` (3×3, padding 1) →
+    ``relu`` → ``avgpool`` → ``fc``. On a 32×32 input the final map is ``widths[2]``×5×5.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, widths: tuple[int, int, int] = (6, 16, 120)) -> None:
+        super().__init__()
+        c1, c2, c3 = widths
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=5)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
+        self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.avgpool(self.relu(self.conv3(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+_GAP_META = dict(input_size=(1, 32, 32), family="lenet_gap", mean=MNIST_MEAN, std=MNIST_STD,
+                 blocks=("conv1", "conv2", "conv3"), feature_map=("avgpool", "input"), pre_relu=("conv3",),
+                 head="fc")
+
+
+@MODELS.register("lenet5_gap", **_GAP_META)
+def lenet5_gap(num_classes: int = 10, in_channels: int = 1) -> LeNet5GAP:
+    return LeNet5GAP(num_classes, in_channels, widths=(6, 16, 120))
+
+
+@MODELS.register("lenet5_gap_half", **_GAP_META)
+def lenet5_gap_half(num_classes: int = 10, in_channels: int = 1) -> LeNet5GAP:
+    return LeNet5GAP(num_classes, in_channels, widths=(3, 8, 60))

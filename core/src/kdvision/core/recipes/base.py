@@ -28,7 +28,7 @@ from ..engine.method import Method, unwrap
 from ..engine.runner import RunContext, describe_plan
 from ..engine.trainer import Hook
 from ..registry import Registry
-from .task import Evaluator, TaskAdapter
+from .task import Evaluator, TaskAdapter, test_split_evaluator
 
 RECIPES = Registry("recipe")
 METHODS = Registry("method")
@@ -82,6 +82,17 @@ class Recipe:
 
     def build_evaluator(self) -> Evaluator | None:
         return None
+
+    def teacher_domain_evaluator(self, warn_if_missing: str) -> Evaluator | None:
+        """The evaluator of a recipe that trains on no labelled data of its own (data-free, out-of-domain): the
+        test split of ``cfg.eval_dataset`` (default ``cfg.dataset``), normalised as the teacher expects
+        (``self.norm``, set by :meth:`check`); None, with ``warn_if_missing`` in one warning line, when it is not
+        found. Sets ``self.eval_name`` for the plan."""
+        cfg = self.cfg
+        self.eval_name = cfg.eval_dataset or cfg.dataset
+        return test_split_evaluator(self.ctx, self.task, cfg, dataset=self.eval_name, normalize=self.norm,
+                                    batch_size=cfg.test_batch_size, workers=cfg.workers,
+                                    explicit_root=self.explicit_root, warn_if_missing=warn_if_missing)
 
     def parallel_players(self) -> tuple[str, ...]:
         """Players trained by this run: wrapped in DDP under torchrun, compiled with ``--compile``."""

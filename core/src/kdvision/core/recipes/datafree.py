@@ -25,7 +25,6 @@ from ..synthesis.hooks import PoolPNGHook, load_image_folder
 from ..synthesis.registry import build_synthesizer, synthesizer_uses_generator
 from .base import RECIPES, Recipe, register_method
 from .datafree_config import GENERATIVE, METHODS, SAVE_SAMPLES, DataFreeConfig  # noqa: F401  (re-exported)
-from .task import test_split_evaluator
 
 
 def build_student_terms(cfg: DataFreeConfig, teacher, student, shape: tuple[int, int, int]
@@ -85,12 +84,7 @@ class DataFreeRecipe(Recipe):
         return players
 
     def build_evaluator(self):
-        cfg = self.cfg
-        self.eval_name = cfg.eval_dataset or cfg.dataset
-        return test_split_evaluator(self.ctx, self.task, cfg, dataset=self.eval_name, normalize=self.norm,
-                                    batch_size=cfg.test_batch_size, workers=cfg.workers,
-                                    explicit_root=self.explicit_root,
-                                    warn_if_missing="training anyway (data-free); no evaluation will happen")
+        return self.teacher_domain_evaluator("training anyway (data-free); no evaluation will happen")
 
     def parallel_players(self) -> tuple[str, ...]:
         # the generative baselines train one persistent generator; the inversion methods re-create theirs per round

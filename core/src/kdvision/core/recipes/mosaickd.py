@@ -32,7 +32,7 @@ from ..methods.mosaickd import BlindKD, MosaicDFQ, MosaicKD
 from ..models import build_model, check_model_fits
 from ..synthesis.augment import Augment
 from .base import RECIPES, Recipe, register_method
-from .task import teacher_checkpoint, teacher_normalization, test_split_evaluator
+from .task import teacher_checkpoint, teacher_normalization
 
 KD_NORMALIZATIONS = ("in_domain", "legacy")
 OOD_METHODS = ("mosaickd", "blind_kd", "dfq")
@@ -175,12 +175,7 @@ class MosaicKDRecipe(Recipe):
         return players
 
     def build_evaluator(self):
-        cfg = self.cfg
-        self.eval_name = cfg.eval_dataset or cfg.dataset
-        return test_split_evaluator(self.ctx, self.task, cfg, dataset=self.eval_name, normalize=self.norm,
-                                    batch_size=cfg.test_batch_size, workers=cfg.workers,
-                                    explicit_root=self.explicit_root,
-                                    warn_if_missing="training anyway; no evaluation will happen")
+        return self.teacher_domain_evaluator("training anyway; no evaluation will happen")
 
     def parallel_players(self) -> tuple[str, ...]:
         return ("student", "generator", "discriminator")

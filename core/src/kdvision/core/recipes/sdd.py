@@ -35,7 +35,7 @@ from ..losses.logit import WEIGHT_RULES, parse_scales
 from ..methods.logit_kd import LabelledKD, LogitDistiller
 from ..models import MODELS, build_model
 from .base import RECIPES, register_method
-from .supervised import SupervisedRecipe
+from .supervised import SupervisedRecipe, subset_note
 
 #: DISTILLER.TYPE -> the distillation term (mdistiller "NONE" = Vanilla: CE only)
 DISTILLERS = {"NONE": "none", "KD": "kd", "DKD": "dkd", "NKD": "nkd", "SDD_KD": "sd_kd", "SDD_DKD": "sd_dkd",
@@ -45,6 +45,7 @@ DISTILLERS = {"NONE": "none", "KD": "kd", "DKD": "dkd", "NKD": "nkd", "SDD_KD": 
 YACS_KEYS = {
     "DISTILLER.TYPE": "distiller", "DISTILLER.TEACHER": "teacher", "DISTILLER.STUDENT": "student",
     "DATASET.TYPE": "dataset", "DATASET.NUM_WORKERS": "workers", "DATASET.TEST.BATCH_SIZE": "test_batch_size",
+    "DATASET.TRAIN_SUBSET": "train_subset", "DATASET.SUBSET_SEED": "subset_seed",
     "SOLVER.BATCH_SIZE": "batch_size", "SOLVER.EPOCHS": "epochs", "SOLVER.LR": "lr",
     "SOLVER.LR_DECAY_STAGES": "lr_decay_stages", "SOLVER.LR_DECAY_RATE": "lr_decay_rate",
     "SOLVER.WEIGHT_DECAY": "weight_decay", "SOLVER.MOMENTUM": "momentum", "SOLVER.TYPE": "optimizer",
@@ -127,6 +128,10 @@ class SDDConfig(RunConfig):
                                      flags=("--eval-dataset",))
     normalize: str | None = param(None, "normalisation constants key (default: the dataset's)")
     augment: bool = param(True, "training augmentation")
+    train_subset: int | None = param(None, "DATASET.TRAIN_SUBSET: train on this many images of the training split "
+                                     "(a fixed subset, chosen by --subset_seed)", min=1)
+    subset_seed: int = param(0, "DATASET.SUBSET_SEED: seed of the --train_subset choice (independent of --seed)",
+                             min=0)
     download: bool = param(False, "download the dataset when missing (CIFAR)")
     workers: int = param(2, "DATASET.NUM_WORKERS", min=0)
     test_batch_size: int = param(64, "DATASET.TEST.BATCH_SIZE", min=1)
@@ -339,7 +344,8 @@ class SDDRecipe(SupervisedRecipe):
         world = self.ctx.dist.world_size
         per = f" ({cfg.batch_size // world} per process x {world})" if world > 1 else ""
         return {
-            "dataset": f"{cfg.dataset} ({self.num_classes} classes, " + (f"{len(self.train_set)} training images)"
+            "dataset": f"{cfg.dataset} ({self.num_classes} classes, " + (f"{len(self.train_set)} training images"
+                                                                        f"{subset_note(cfg)})"
                                                                         if not self.missing_data else "data not found)"),
             **players, "loss": loss,
             "schedule": f"{cfg.epochs} epochs x {cfg.iters_per_epoch} it, global batch {cfg.batch_size}{per}, SGD lr "

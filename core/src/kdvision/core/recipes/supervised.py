@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_atomic
-from ..data import dataset_spec, find_split, get_dataset
+from ..data import dataset_spec, find_split, get_dataset, labelled_subset
 from ..engine.config import RunConfig, param
 from ..engine.distributed import DistInfo
 from ..engine.method import LossDictMethod, unwrap
@@ -50,6 +50,9 @@ class SupervisedConfig(RunConfig):
     lr_decay_gamma: float = param(0.1, "StepLR factor", min=0)
     clip_grad_norm: float | None = param(None, "clip gradients to this global norm", min=0)
     augment: bool = param(True, "training augmentation")
+    train_subset: int | None = param(None, "train on this many images of the training split (a fixed subset, "
+                                     "chosen by --subset_seed)", min=1)
+    subset_seed: int = param(0, "seed of the --train_subset choice (independent of --seed)", min=0)
     workers: int = param(0, "data-loading workers", min=0)
     test_only: bool = param(False, "evaluate (a --resume'd model) and exit", flags=("--test-only",))
     download: bool = param(False, "download the dataset (MNIST, CIFAR, SVHN) into --data_root when missing")
@@ -60,6 +63,11 @@ class SupervisedConfig(RunConfig):
         if not self.scheduler:
             return LRSchedule("constant")
         return LRSchedule("step", timing="start", step_size=self.step_size, gamma=self.lr_decay_gamma)
+
+
+def subset_note(cfg) -> str:
+    """The plan's words for a ``--train_subset`` (empty without one)."""
+    return "" if cfg.train_subset is None else f": the seed-{cfg.subset_seed} subset"
 
 
 class Supervised(LossDictMethod):
@@ -164,8 +172,9 @@ class SupervisedRecipe(Recipe):
 
     def load_train_set(self) -> torch.utils.data.Dataset:
         cfg = self.cfg
-        return get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="train",
+        full = get_dataset(cfg.dataset, data_root_of(cfg.dataset, cfg.data_root), split="train",
                            train_transform=cfg.augment, normalize=cfg.normalize, **self.task.dataset_options(cfg))
+        return labelled_subset(full, cfg.train_subset, cfg.subset_seed)
 
     def build_players(self):
         cfg = self.cfg
@@ -197,7 +206,8 @@ class SupervisedRecipe(Recipe):
         cfg = self.cfg
         schedule = self.method.schedules.describe()["model"]
         return {
-            "dataset": f"{cfg.dataset} ({len(self.train_set)} training images, {self.num_classes} classes)",
+            "dataset": f"{cfg.dataset} ({len(self.train_set)} training images{subset_note(cfg)}, {self.num_classes} "
+                       f"classes)",
             "model": f"{self.model_name} {param_count(unwrap(self.players['student']))} params",
             **self.extra_plan,
             "schedule": f"{cfg.epochs} epochs x {cfg.iters_per_epoch} it, batch {cfg.batch_size}, lr {cfg.lr} "
@@ -233,6 +243,7 @@ class SupervisedRecipe(Recipe):
             save_atomic(unwrap(self.players["student"]).state_dict(), self.export_path)
         self.ctx.log.info(f"weights: {self.export_path}")
         summary["export"] = str(self.export_path)
+        summary["train_images"] = len(self.train_set)  # labelled images seen (a --train_subset's size)
         return summary
 
 

@@ -117,11 +117,11 @@ class ImagePool:
     def save_png(self, folder: str | Path, start: int = 0) -> int:
         """Write images ``start..`` as individual PNGs ``{index:06d}.png`` (the originals' pool folder, for
         inspection); returns how many were written."""
-        import torchvision.utils as vutils
+        from ..engine.grid import save_image
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         images = self.decode(self.images[start:].cpu())
         for i, img in enumerate(images, start=start):
-            vutils.save_image(img, folder / f"{i:06d}.png")
+            save_image(img, folder / f"{i:06d}.png")
         return images.shape[0]
