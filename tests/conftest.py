@@ -18,13 +18,13 @@ def shared_data():
 #: (``make test``: ``--dist loadfile --no-loadscope-reorder``) so that the two workers finish together instead of one
 #: running the long end-to-end files alone at the end. Files not listed follow in collection order.
 HEAVY = {
-    "tests/classification/test_datafree_e2e.py": 420, "tests/classification/test_real_data.py": 280,
-    "tests/classification/test_datafree_baselines_e2e.py": 190, "tests/classification/test_demo.py": 155,
-    "tests/segmentation/test_seg_dfad.py": 145, "tests/classification/test_mosaickd_e2e.py": 135,
-    "tests/test_bench_gpu.py": 120, "tests/classification/test_sdd_mnist_compare.py": 120,
-    "tests/classification/test_datafree_cli.py": 80, "tests/classification/test_run_policy.py": 75,
-    "tests/classification/test_sdd_cli.py": 75, "tests/classification/test_mosaickd_cli.py": 70,
-    "tests/classification/test_dfad_cli.py": 25,
+    "tests/classification/test_datafree_e2e.py": 390, "tests/segmentation/test_seg_dfad.py": 185,
+    "tests/classification/test_demo.py": 170, "tests/classification/test_datafree_baselines_e2e.py": 145,
+    "tests/classification/test_datafree_cli.py": 145, "tests/classification/test_mosaickd_e2e.py": 140,
+    "tests/classification/test_run_policy.py": 140, "tests/classification/test_sdd_mnist_compare.py": 125,
+    "tests/test_bench_gpu.py": 95, "tests/classification/test_mosaickd_cli.py": 90,
+    "tests/classification/test_sdd_cli.py": 60, "tests/classification/test_real_data.py": 50,
+    "tests/classification/test_dfad_cli.py": 40,
 }
 
 
