@@ -161,6 +161,22 @@ def test_kd_datafree_with_a_method_is_the_engine_and_datafree_kd_still_needs_one
     assert "--method is required" in err
 
 
+def test_kd_datafree_help_is_dfqs_without_a_method_and_the_engines_with_one(tmp_path):
+    from kdvision.classification.datafree import method_given
+
+    (tmp_path / "lr.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "cmi.yaml").write_text("method: cmi\n")
+    assert not method_given(list(DFQ_README)) and not method_given(["--config", str(tmp_path / "lr.yaml")])
+    assert not method_given(["--help"]) and not method_given(["-h", "--set", "lr=1"])
+    for argv in (["--method", "cmi"], ["--method=cmi", "--help"], ["--set", "method=cmi"],
+                 ["--config", str(tmp_path / "cmi.yaml")]):
+        assert method_given(argv), argv
+    dfq = run_script("classification/kd_datafree.py", "--help")
+    engine = run_script("classification/kd_datafree.py", "--method", "cmi", "--help")
+    assert dfq.returncode == engine.returncode == 0
+    assert "--unlabeled" in dfq.stdout and "--unlabeled" not in engine.stdout and "--bank_size" in engine.stdout
+
+
 def test_dfq_trains_without_data(setup, tmp_path):
     proc = run_script("classification/kd_datafree.py", "--dataset", "cifar10", "--teacher", "resnet8", "--student",
                       "resnet8", "--batch-size", "4", "--ngf", "8", "--nz", "16", "--kd_steps", "2",

@@ -102,13 +102,14 @@ ENTRIES = {script: Entry(DataFreeRecipe, CLASSIFICATION, script=script, preset=_
 def method_given(argv: list[str]) -> bool:
     """Whether a command line names a data-free method (``--method``, ``--set method=...`` or a ``--config`` file with
     a ``method`` key), read by the engine's own parser and value layers; flags only MosaicKD's DFQ knows are left
-    aside. A command line the engine cannot read at all goes to the engine, which reports it."""
+    aside, and so is ``--help`` (``kd_datafree.py --help`` is DFQ's help, ``--method cmi --help`` the engine's). A
+    command line the engine cannot read at all goes to the engine, which reports it."""
     import argparse
 
     parser = ENTRIES["kd_datafree"].parser()
     parser.exit_on_error = False
     try:
-        args, _ = parser.parse_known_args(argv)
+        args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
         return "method" in user_values(args, ["method"])
     except (argparse.ArgumentError, ConfigError):
         return True
