@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from kdvision.core.data import subset_indices
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from sdd_mnist_compare import compare, table  # noqa: E402
 
@@ -29,12 +27,6 @@ def result(shared_data, tmp_path_factory):
     out = compare(shared_data, tmp_path_factory.mktemp("sdd_mnist"), threads=1, log=lambda *a: None)
     print(table(out))
     return out
-
-
-def test_subset_is_fixed_and_seeded():
-    a = subset_indices(60000, 1000, 0)
-    assert a == subset_indices(60000, 1000, 0) and len(set(a)) == 1000 and a == sorted(a)
-    assert a != subset_indices(60000, 1000, 1)
 
 
 def test_equal_budget_on_the_subset_with_one_teacher(result):

@@ -763,5 +763,8 @@ def test_labelled_subset_is_seeded_sorted_and_bounded():
     assert [int(sub[i][0]) for i in range(len(sub))] == subset_indices(50, 10, 3)
     assert subset_indices(50, 10, 3) == sorted(set(subset_indices(50, 10, 3)))
     assert subset_indices(50, 10, 3) != subset_indices(50, 10, 4)
+    big = subset_indices(60000, 1000, 0)  # the SDD MNIST comparison's subset: the same on every call
+    assert big == subset_indices(60000, 1000, 0) and len(set(big)) == 1000 and big == sorted(big)
+    assert len(sub) == 10
     with pytest.raises(ConfigError, match="--train_subset 51 is larger than the training split"):
         labelled_subset(ds, 51, 0)
