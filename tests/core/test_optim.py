@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from kdvision.core.engine.method import LossDictMethod, Method
-from kdvision.core.engine.optim import LRSchedule, OptimizerSpec, ScheduleService, build_optimizer, optimizer_step
+from kdvision.core.engine.optim import (LRSchedule, OptimizerSpec, ScheduleService, build_optimizer,
+                                       lr_multiplier_groups, optimizer_step)
 from kdvision.core.engine.rundir import RunDir
 from kdvision.core.engine.trainer import Hook, Trainer
 from kdvision.core.errors import ConfigError
@@ -188,3 +189,32 @@ def test_trainer_applies_schedules_saves_hook_state_and_always_closes_hooks(tmp_
     with pytest.raises(RuntimeError, match="boom"):
         Trainer(Boom(torch.device("cpu")), epochs=1, iters_per_epoch=1, run=RunDir(tmp_path), hooks=[hook]).fit()
     assert hook.calls == ["after_train"]
+
+
+def test_poly_schedule_values_and_validation():
+    poly = LRSchedule("poly", unit="iter", total=10, power=0.9)
+    # semseg's poly_learning_rate: base * (1 - it / max_iter) ** power, it = iterations done before this one
+    assert [poly.lr(0.01, poly.counter(0, i)) for i in (0, 1, 5, 9, 10, 12)] == pytest.approx(
+        [0.01, 0.01 * 0.9 ** 0.9, 0.01 * 0.5 ** 0.9, 0.01 * 0.1 ** 0.9, 0.0, 0.0])
+    assert poly.lr(0.01, 5) == pytest.approx(0.005358867312681466)
+    assert LRSchedule("poly", unit="iter", total=4, power=1.0, floor=1e-4).lr(0.1, 2) == pytest.approx(0.05005)
+    assert poly.describe() == "poly power 0.9 over 10 iters"
+    for bad in (LRSchedule("poly", total=0), LRSchedule("poly", total=5, power=0.0)):
+        with pytest.raises(ConfigError):
+            bad.validate()
+
+
+def test_lr_multiplier_groups_follow_the_schedule_at_their_multiple():
+    enc, head, frozen = _param(), _param(), _param()
+    frozen.requires_grad_(False)
+    groups = lr_multiplier_groups([("encoder", [enc, frozen], 1.0), ("heads", [head], 10.0)], lr=0.01)
+    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("encoder", 0.01, 1), ("heads", 0.1, 1)]
+    opt = build_optimizer(groups, OptimizerSpec("sgd", lr=0.01, momentum=0.9, weight_decay=1e-4))
+    service = ScheduleService()
+    service.add("model", opt, LRSchedule("poly", unit="iter", total=100, power=0.9))
+    service.step_start(epoch=0, iteration=50)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01 * 0.5 ** 0.9, 0.1 * 0.5 ** 0.9])
+    with pytest.raises(ConfigError, match="repeats"):
+        lr_multiplier_groups([("a", [enc], 1.0), ("b", [enc], 10.0)], lr=0.1)
+    with pytest.raises(ConfigError, match="no trainable"):
+        lr_multiplier_groups([("a", [frozen], 1.0)], lr=0.1)

@@ -4,11 +4,13 @@ No method builds an optimizer or computes a learning rate by hand:
 
 - :func:`build_optimizer` is the only place that constructs ``torch.optim`` optimizers (SGD, Adam, AdamW) from an
   :class:`OptimizerSpec` (momentum, nesterov, betas, eps, weight decay; ``foreach``/``fused`` where available).
-- :class:`LRSchedule` is a closed-form learning-rate law (constant, step, multistep, cosine with a floor, each with
-  an optional linear warm-up), stepped per epoch or per iteration. ``timing`` reproduces where an original script
+- :class:`LRSchedule` is a closed-form learning-rate law (constant, step, multistep, cosine with a floor, poly, each
+  with an optional linear warm-up), stepped per epoch or per iteration. ``timing`` reproduces where an original script
   called ``scheduler.step()`` for per-epoch laws: ``"start"`` (before the epoch's first step, as DFAD's
   classification scripts do) or ``"end"`` (after the epoch, as torch's examples and the segmentation scripts do).
   Because the LR is a pure function of (epoch, iteration), resuming needs no scheduler state.
+- :func:`lr_multiplier_groups` builds parameter groups whose base LR is a multiple of the optimizer's (the
+  segmentation heads at 10x the encoder's LR); the schedule scales every group's own base LR by the same law.
 - :class:`ScheduleService` holds every (optimizer, schedule) pair of a method and is driven by the trainer (epoch
   start, each step); the current learning rates are logged with the losses.
 - :func:`optimizer_step` does zero_grad → backward (GradScaler when one is given) → gradient clipping by norm
@@ -27,7 +29,7 @@ from torch.optim import Optimizer
 from ..errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "multistep", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "poly")
 TIMINGS = ("start", "end")
 UNITS = ("epoch", "iter")
 
@@ -87,6 +89,8 @@ class LRSchedule:
     - ``multistep``: ``gamma ** #{m in milestones : m <= t}`` (torch's MultiStepLR).
     - ``cosine``: ``floor + (base - floor) (1 + cos(pi t / total)) / 2`` (torch's CosineAnnealingLR, eta_min =
       ``floor``), ``total`` = epochs or iterations of the run.
+    - ``poly``: ``floor + (base - floor) (1 - t / total) ** power`` (semseg's ``poly_learning_rate``, power 0.9),
+      ``t`` clamped to ``total``.
     - ``warmup``: the first ``warmup`` units ramp linearly, ``lr · (t + 1) / warmup``.
 
     ``t`` counts the scheduler steps already taken: per iteration, the iterations done before this one; per epoch,
@@ -103,6 +107,7 @@ class LRSchedule:
     total: int = 0
     floor: float = 0.0
     warmup: int = 0
+    power: float = 0.9  # poly
 
     def validate(self) -> "LRSchedule":
         if self.kind not in SCHEDULES:
@@ -113,8 +118,10 @@ class LRSchedule:
             raise ConfigError(f"LR schedule timing must be one of {', '.join(TIMINGS)}, got {self.timing!r}")
         if self.kind == "step" and self.step_size < 1:
             raise ConfigError(f"the step LR schedule needs a step size >= 1, got {self.step_size}")
-        if self.kind == "cosine" and self.total < 1:
-            raise ConfigError("the cosine LR schedule needs its length (epochs or iterations) >= 1")
+        if self.kind in ("cosine", "poly") and self.total < 1:
+            raise ConfigError(f"the {self.kind} LR schedule needs its length (epochs or iterations) >= 1")
+        if self.kind == "poly" and not self.power > 0:
+            raise ConfigError(f"the poly LR schedule needs a power > 0, got {self.power}")
         if self.warmup < 0:
             raise ConfigError(f"LR warm-up must be >= 0, got {self.warmup}")
         return self
@@ -132,6 +139,8 @@ class LRSchedule:
             lr = base * self.gamma ** (t // self.step_size)
         elif self.kind == "multistep":
             lr = base * self.gamma ** bisect.bisect_right(sorted(self.milestones), t)
+        elif self.kind == "poly":
+            lr = self.floor + (base - self.floor) * (1 - min(t, self.total) / self.total) ** self.power
         else:
             lr = self.floor + (base - self.floor) * (1 + math.cos(math.pi * t / self.total)) / 2
         if self.warmup and t < self.warmup:
@@ -141,8 +150,31 @@ class LRSchedule:
     def describe(self) -> str:
         law = {"constant": "constant", "step": f"x{self.gamma:g} every {self.step_size} {self.unit}s",
                "multistep": f"x{self.gamma:g} at {self.unit}s {list(self.milestones)}",
-               "cosine": f"cosine over {self.total} {self.unit}s to {self.floor:g}"}[self.kind]
+               "cosine": f"cosine over {self.total} {self.unit}s to {self.floor:g}",
+               "poly": f"poly power {self.power:g} over {self.total} {self.unit}s"}[self.kind]
         return law + (f", {self.warmup}-{self.unit} linear warm-up" if self.warmup else "")
+
+
+def lr_multiplier_groups(groups: Iterable[tuple[str, Iterable[torch.nn.Parameter], float]], lr: float
+                         ) -> list[dict]:
+    """Parameter groups ``{"name", "params", "lr": lr * multiplier}`` from ``(name, parameters, multiplier)``.
+
+    Parameters that do not require gradients are left out (frozen parts get no optimizer state); a parameter listed
+    twice, or a group left empty, is a :class:`ConfigError` (a typo in a prefix must not silently drop a group).
+    The :class:`ScheduleService` keeps each group's own base LR, so every group follows the same law at its multiple.
+    """
+    out, seen = [], set()
+    for name, params, mult in groups:
+        if not mult >= 0:
+            raise ConfigError(f"LR multiplier of parameter group {name!r} must be >= 0, got {mult}")
+        kept = [p for p in params if p.requires_grad]
+        if any(id(p) in seen for p in kept):
+            raise ConfigError(f"parameter group {name!r} repeats parameters of an earlier group")
+        if not kept:
+            raise ConfigError(f"parameter group {name!r} has no trainable parameters")
+        seen.update(id(p) for p in kept)
+        out.append({"name": name, "params": kept, "lr": lr * mult})
+    return out
 
 
 @dataclass

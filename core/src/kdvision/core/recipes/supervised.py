@@ -81,7 +81,7 @@ class Supervised(LossDictMethod):
                  seed: int, device: torch.device, dist: DistInfo, workers: int = 0, amp: bool = False,
                  channels_last: bool = False,
                  train_metrics: Callable[[torch.Tensor, torch.Tensor], dict] | None = None,
-                 task: str = "classification") -> None:
+                 task: str = "classification", params: Any = None) -> None:
         super().__init__(device, amp)
         self.task = task
         self.model, self.loss, self.train_metrics = model, loss, train_metrics
@@ -90,7 +90,9 @@ class Supervised(LossDictMethod):
         self.loader = DataLoader(dataset, batch_size=batch_size // dist.world_size, sampler=self.sampler,
                                  num_workers=workers, pin_memory=device.type == "cuda", drop_last=False,
                                  persistent_workers=workers > 0)
-        self.add_optimizer("model", model.parameters(), optimizer, schedule(len(self.loader)),
+        # ``params``: parameter groups (e.g. heads at a multiple of the LR, optim.lr_multiplier_groups); default all
+        self.add_optimizer("model", model.parameters() if params is None else params, optimizer,
+                           schedule(len(self.loader)),
                            clip_grad_norm=clip_grad_norm)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._iter = None
