@@ -194,6 +194,24 @@ def open_image(path: str | os.PathLike, mode: str | None = "RGB", what: str = "i
         raise DataError(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
 
 
+def stratified_hash_split(labels: torch.Tensor, test_fraction: float, seed: int = 0
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) sorted index tensors of a stratified split that no library version can change: for every class
+    with ``n`` members, ``floor(test_fraction * n + 0.5)`` go to the test split — those whose
+    ``sha256(f"{seed}/{label}/{index}")`` hex digests are smallest."""
+    import hashlib
+
+    train: list[int] = []
+    test: list[int] = []
+    for c in sorted(set(labels.tolist())):
+        members = torch.nonzero(labels == c).flatten().tolist()
+        n_test = int(test_fraction * len(members) + 0.5)
+        ranked = sorted(members, key=lambda i: hashlib.sha256(f"{seed}/{c}/{i}".encode()).hexdigest())
+        test += ranked[:n_test]
+        train += ranked[n_test:]
+    return torch.tensor(sorted(train), dtype=torch.int64), torch.tensor(sorted(test), dtype=torch.int64)
+
+
 def stats_tensors(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import DataError
 from .base import (DATASETS, DatasetSpec, RandomCropFlip, TensorImageDataset, require_root, run_download,
-                   with_stats)
+                   stratified_hash_split, with_stats)
 from .normalization import NORMALIZATION
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -166,14 +167,12 @@ def _find_subset(root, split: str) -> bool:
     return split == "test" and root is not None and (Path(root).expanduser() / SUBSET_FILE).is_file()
 
 
-@DATASETS.register("cifar10_test_subset", spec=CIFAR10_SUBSET_SPEC, splits=("test",), find=_find_subset)
-def build_cifar10_test_subset(root, split, *, train_transform, mean, std, download) -> TensorImageDataset:
-    """The first 846 CIFAR-10 test images (``data`` uint8 (846, 3072) R/G/B planes, ``labels`` (846,))."""
-    path = require_root(root, "cifar10_test_subset")
+def _subset_arrays(root, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    path = require_root(root, name)
     file = path / SUBSET_FILE
     if not file.is_file():
-        raise DataError(f"cifar10_test_subset not found: expected {file} (no download source; it ships with the "
-                        f"project's shared data)")
+        raise DataError(f"{name} not found: expected {file} (no download source; it ships with the project's "
+                        f"shared data)")
     try:
         with np.load(file, allow_pickle=False) as z:
             data, labels = z["data"], z["labels"]
@@ -182,12 +181,40 @@ def build_cifar10_test_subset(root, split, *, train_transform, mean, std, downlo
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{file}: expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape} "
                         f"and {len(labels)} labels")
-    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return TensorImageDataset(
-        images, torch.from_numpy(labels.astype(np.int64)), mean=mean, std=std,
-        augment=RandomCropFlip(pad=4, flip=True) if train_transform else None,
-        spec=with_stats(CIFAR10_SUBSET_SPEC, (mean, std)),
-    )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def _subset_dataset(images, labels, spec, *, train_transform, mean, std) -> TensorImageDataset:
+    return TensorImageDataset(images, labels, mean=mean, std=std,
+                              augment=RandomCropFlip(pad=4, flip=True) if train_transform else None,
+                              spec=with_stats(spec, (mean, std)))
+
+
+@DATASETS.register("cifar10_test_subset", spec=CIFAR10_SUBSET_SPEC, splits=("test",), find=_find_subset)
+def build_cifar10_test_subset(root, split, *, train_transform, mean, std, download) -> TensorImageDataset:
+    """The first 846 CIFAR-10 test images (``data`` uint8 (846, 3072) R/G/B planes, ``labels`` (846,))."""
+    images, labels = _subset_arrays(root, "cifar10_test_subset")
+    return _subset_dataset(images, labels, CIFAR10_SUBSET_SPEC, train_transform=train_transform, mean=mean, std=std)
+
+
+#: ``cifar10_846``: the same 846 images as a small labelled task with both splits (transfer and fine-tuning tests):
+#: a stratified hash split (:func:`~kdvision.core.data.base.stratified_hash_split`, seed 0), 30 % test
+CIFAR10_846_SPEC = replace(CIFAR10_SUBSET_SPEC, name="cifar10_846")
+CIFAR10_846_TEST_FRACTION = 0.3
+
+
+def _find_846(root, split: str) -> bool:
+    return split in ("train", "test") and root is not None and (Path(root).expanduser() / SUBSET_FILE).is_file()
+
+
+@DATASETS.register("cifar10_846", spec=CIFAR10_846_SPEC, splits=("train", "test"), find=_find_846)
+def build_cifar10_846(root, split, *, train_transform, mean, std, download) -> TensorImageDataset:
+    """The 846 CIFAR-10 test images of ``cifar10_test_subset`` split 70/30 per class into train/test."""
+    images, labels = _subset_arrays(root, "cifar10_846")
+    train, test = stratified_hash_split(labels, CIFAR10_846_TEST_FRACTION, seed=0)
+    idx = train if split == "train" else test
+    return _subset_dataset(images[idx], labels[idx], CIFAR10_846_SPEC, train_transform=train_transform, mean=mean,
+                           std=std)
 
 
 def cifar_meta_class_names(root: str | os.PathLike, name: str) -> tuple[str, ...] | None:

@@ -18,13 +18,12 @@ after upscaling (see :mod:`.normalization`). ``root`` is ignored (may be None).
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .base import DATASETS, DatasetSpec, TensorImageDataset, with_stats
+from .base import DATASETS, DatasetSpec, TensorImageDataset, stratified_hash_split, with_stats
 from .normalization import NORMALIZATION
 
 DIGITS_SPLIT_SEED = 0
@@ -49,15 +48,7 @@ def _digits_all() -> tuple[torch.Tensor, torch.Tensor]:
 
 def digits_split_indices(labels: torch.Tensor, seed: int = DIGITS_SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, test) index tensors of the stratified hash split described in the module docstring."""
-    train: list[int] = []
-    test: list[int] = []
-    for c in sorted(set(labels.tolist())):
-        members = torch.nonzero(labels == c).flatten().tolist()
-        n_test = int(DIGITS_TEST_FRACTION * len(members) + 0.5)
-        ranked = sorted(members, key=lambda i: hashlib.sha256(f"{seed}/{c}/{i}".encode()).hexdigest())
-        test += ranked[:n_test]
-        train += ranked[n_test:]
-    return torch.tensor(sorted(train), dtype=torch.int64), torch.tensor(sorted(test), dtype=torch.int64)
+    return stratified_hash_split(labels, DIGITS_TEST_FRACTION, seed)
 
 
 def digits_arrays(split: str) -> tuple[torch.Tensor, torch.Tensor]:
