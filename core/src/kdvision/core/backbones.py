@@ -293,10 +293,11 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *,
         name = getattr(model, "kd_name", type(model).__name__)
         raise CheckpointError(f"{what} does not match {name}: " + "; ".join(problems))
     load = OrderedDict((k, v) for k, v in state.items() if not _skipped(k, skip))
-    result = model.load_state_dict(load, strict=False)
-    allowed = {k for k in own if _skipped(k, skip) or k.endswith("num_batches_tracked")}
-    if set(result.missing_keys) - allowed or result.unexpected_keys:  # cannot happen after _mismatch; guard anyway
-        raise CheckpointError(f"{what}: load left {_fmt(sorted(set(result.missing_keys) - allowed))} missing")
+    model.load_state_dict(load, strict=False)  # some models (smp encoders) override it and return None
+    after = model.state_dict()
+    differ = [k for k, v in load.items() if not torch.equal(after[k].to(v.device), v)]
+    if differ:  # cannot happen after _mismatch unless the model's load_state_dict drops keys; check anyway
+        raise CheckpointError(f"{what}: {len(differ)} tensors did not load into the model: {_fmt(differ)}")
     skipped = list(dict.fromkeys([k for k in own if _skipped(k, skip)] + [k for k in state if _skipped(k, skip)]))
     return LoadReport(matched=list(load), missing=[k for k in own if not _skipped(k, skip) and k not in state],
                       unexpected=[], skipped=skipped, what=what)
