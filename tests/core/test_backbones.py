@@ -177,3 +177,13 @@ def test_errors_are_one_line(tmp_path, r18, mnv2):
     with pytest.raises(CheckpointError, match="not found"):
         read_backbone(tmp_path / "absent.pt")
     assert isinstance(LoadReport(), LoadReport)
+
+
+def test_frozen_bn_model_reports_the_counters_as_unexpected(r18):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = tvm.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
+    report = load_backbone(model, r18, what="R18 into FrozenBN")
+    assert len(report.matched) == 100 and len(report.unexpected) == 20 and not report.missing
+    assert all(k.endswith("num_batches_tracked") for k in report.unexpected)
+    assert torch.equal(model.layer4[1].bn2.running_var, r18["layer4.1.bn2.running_var"])

@@ -166,7 +166,7 @@ def _skipped(key: str, skip: tuple[str, ...]) -> bool:
 def _mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], skip: tuple[str, ...],
               ) -> list[str]:
     missing = [k for k in own if not _skipped(k, skip) and k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if not _skipped(k, skip) and k not in own]
+    unexpected = [k for k in sd if not _skipped(k, skip) and k not in own and not k.endswith("num_batches_tracked")]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if not _skipped(k, skip) and k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     problems = []
@@ -266,7 +266,7 @@ class LoadReport:
 
     matched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)     #: only BN ``num_batches_tracked`` counters (kept at 0)
-    unexpected: list[str] = field(default_factory=list)  #: always empty after a successful load (else an error)
+    unexpected: list[str] = field(default_factory=list)  #: only BN counters the model has no place for (FrozenBN)
     skipped: list[str] = field(default_factory=list)     #: head keys of the model and the state, left out
     what: str = "backbone"
 
@@ -283,8 +283,9 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *,
     """Load ``state`` into ``model`` strictly, except keys under the ``skip`` prefixes (a head replaced downstream).
 
     Both the model's and the state's keys under ``skip`` are left out and listed in ``skipped``. Any other
-    missing, unexpected or shape-mismatched key is one :class:`CheckpointError` naming the first few; only a
-    missing BatchNorm ``num_batches_tracked`` counter (absent from old files) is tolerated and reported.
+    missing, unexpected or shape-mismatched key is one :class:`CheckpointError` naming the first few; only
+    BatchNorm ``num_batches_tracked`` counters are tolerated, and reported: missing (old files lack them) or
+    unexpected (a model with ``FrozenBatchNorm2d`` has none).
     """
     skip = tuple(skip)
     own = model.state_dict()
@@ -292,7 +293,7 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *,
     if problems:
         name = getattr(model, "kd_name", type(model).__name__)
         raise CheckpointError(f"{what} does not match {name}: " + "; ".join(problems))
-    load = OrderedDict((k, v) for k, v in state.items() if not _skipped(k, skip))
+    load = OrderedDict((k, v) for k, v in state.items() if not _skipped(k, skip) and k in own)
     model.load_state_dict(load, strict=False)  # some models (smp encoders) override it and return None
     after = model.state_dict()
     differ = [k for k, v in load.items() if not torch.equal(after[k].to(v.device), v)]
@@ -300,4 +301,5 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], *,
         raise CheckpointError(f"{what}: {len(differ)} tensors did not load into the model: {_fmt(differ)}")
     skipped = list(dict.fromkeys([k for k in own if _skipped(k, skip)] + [k for k in state if _skipped(k, skip)]))
     return LoadReport(matched=list(load), missing=[k for k in own if not _skipped(k, skip) and k not in state],
-                      unexpected=[], skipped=skipped, what=what)
+                      unexpected=[k for k in state if not _skipped(k, skip) and k not in own], skipped=skipped,
+                      what=what)
