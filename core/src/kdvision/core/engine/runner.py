@@ -66,9 +66,9 @@ class RunContext:
         self.run = RunDir(self.output, is_main=is_main)
         self.run.setup_logging(to_file=is_main)
         if self.cfg.visdom and is_main:
-            from .visdom_logger import VisdomLogger
+            from .visdom_logger import VisdomLogger, run_env_name
 
-            self.visdom = VisdomLogger(self.cfg.visdom, env=self.output.name or "kdvision")
+            self.visdom = VisdomLogger(self.cfg.visdom, env=run_env_name(self.output))
         return self.run
 
     def resume_path(self) -> Path | None:
@@ -118,10 +118,15 @@ class RunContext:
                           run=self.run, dist=self.dist, hooks=hooks, config=to_dict(cfg), visdom=self.visdom)
         if resume is not None:
             trainer.resume(resume)
-        self.run.write_config(self.resolved_config(to_dict(cfg)))
+        resolved = self.resolved_config(to_dict(cfg))
+        self.run.write_config(resolved)
         if teacher_metric is not None:
             self.run.log_metrics({"step": trainer.state.step, "epoch": trainer.state.epoch, "split": "test",
                                   f"teacher_{metric}": teacher_metric})
+        if self.visdom is not None:  # the config pane, and the teacher's metric next to the student's
+            self.visdom.config(resolved, title=f"{self.output.name}: {method.name}")
+            if teacher_metric is not None:
+                self.visdom.reference("test", metric, teacher_metric)
         t0 = time.perf_counter()
         try:
             state = trainer.fit()

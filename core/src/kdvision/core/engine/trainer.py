@@ -178,9 +178,11 @@ class LoggerHook(Hook):
         self._count = 0
         self._bar = None
         self._epoch = 1
+        self._mark = time.perf_counter()  # start of the steps being accumulated (for the throughput)
 
     def before_epoch(self, trainer: Trainer) -> None:
         self._epoch = trainer.state.epoch + 1  # 1-based epoch being trained
+        self._mark = time.perf_counter()  # evaluation, grids and checkpoints of the last epoch are not counted
         if self.progress and trainer.dist.is_main:
             from tqdm.auto import tqdm
 
@@ -203,6 +205,9 @@ class LoggerHook(Hook):
         names = list(self._sums)
         values = (torch.stack([self._sums[k] for k in names]) / self._count).tolist()  # one sync
         means = dict(zip(names, values))
+        now = time.perf_counter()  # after the sync: the steps of this window have finished
+        rate = self._count / (now - self._mark) if now > self._mark else None
+        self._mark = now
         self._sums, self._count = {}, 0
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
@@ -212,9 +217,10 @@ class LoggerHook(Hook):
         st = trainer.state
         epoch = self._epoch
         means.update(trainer.method.schedules.lrs())  # the learning rates the last step used
-        trainer.run.log_metrics({"step": st.step, "epoch": epoch, "split": "train", **means})
+        speed = {"iters_per_s": rate} if rate is not None else {}  # training steps per second over the window
+        trainer.run.log_metrics({"step": st.step, "epoch": epoch, "split": "train", **means, **speed})
         if trainer.visdom is not None:
-            trainer.visdom.scalars(st.step, means, "train")
+            trainer.visdom.scalars(st.step, {**means, **speed}, "train")
         if self._bar is not None:
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
         elif trainer.dist.is_main:

@@ -3,17 +3,63 @@
 Nothing is imported or contacted until a :class:`VisdomLogger` is created. Events go into a bounded queue that a
 daemon thread drains; when the queue is full the event is dropped, and when the server cannot be reached one
 warning is logged and the logger goes quiet.
+
+One Visdom environment per run (named after the run directory, :func:`run_env_name`), with these panes (the same
+ones ``tools/dashboard.py`` draws when it replays a finished run directory, through :func:`send_line` and friends):
+
+- ``train/<key>``: a line per logged training value: each player's loss, ``lr_<player>``, ``iters_per_s``;
+- ``test/<metric>``: the student's evaluation metric, with the teacher's as a second trace (:meth:`reference`);
+- ``config``: the resolved configuration (text pane);
+- ``samples``: the latest grid of synthetic samples (segmentation: samples with predictions).
 """
 from __future__ import annotations
 
+import html
 import queue
+import re
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
-from .rundir import get_logger
+from .rundir import warn
 
 DEFAULT_URL = "http://localhost:15550"  # DFAD's `visdom -p 15550`
+
+
+#: trace names of a pane that shows the student next to a constant reference (the teacher)
+STUDENT, TEACHER = "student", "teacher"
+
+
+def run_env_name(path: str | Path) -> str:
+    """The Visdom environment of a run directory: its name, with characters Visdom's file names cannot hold
+    replaced by ``_``."""
+    name = Path(path).resolve().name or "kdvision"
+    return re.sub(r"[^A-Za-z0-9_.+=@-]", "_", name)
+
+
+def send_line(vis: Any, win: str, x: Sequence[float], y: Sequence[float], *, name: str | None = None,
+              env: str | None = None) -> None:
+    """Append points to the line ``name`` (None: the pane's only line) of pane ``win``, creating either."""
+    import numpy as np
+
+    opts = {"title": win, "xlabel": "step", "ylabel": win.split("/", 1)[-1]}
+    if name is not None:
+        opts["showlegend"] = True
+    vis.line(X=np.asarray(x, dtype=float), Y=np.asarray(y, dtype=float), win=win, env=env, name=name,
+             update="append", opts=opts)
+
+
+def config_html(config: dict[str, Any], title: str = "config") -> str:
+    """The resolved configuration as a text pane: its YAML in a ``<pre>`` block."""
+    import yaml
+
+    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+    return f"<b>{html.escape(title)}</b><pre style=\"font-size:11px\">{html.escape(body)}</pre>"
+
+
+def send_text(vis: Any, win: str, text: str, *, env: str | None = None) -> None:
+    vis.text(text, win=win, env=env, opts={"title": win})
 
 
 class VisdomLogger:
@@ -27,6 +73,7 @@ class VisdomLogger:
         self._dead = threading.Event()
         self.dropped = 0
         self.sent = 0
+        self._refs: dict[str, tuple[float, str]] = {}  # pane -> (reference value, trace name); worker thread only
         self._thread = threading.Thread(target=self._run, name="visdom-logger", daemon=True)
         self._thread.start()
 
@@ -37,6 +84,18 @@ class VisdomLogger:
     def images(self, name: str, images: Any, caption: str = "", nrow: int = 8) -> None:
         self._put(("images", name, images.detach().float().cpu(), caption, nrow))
 
+    def text(self, win: str, text: str) -> None:
+        self._put(("text", win, text))
+
+    def config(self, config: dict[str, Any], title: str = "config") -> None:
+        """The resolved configuration as the ``config`` text pane."""
+        self.text("config", config_html(config, title))
+
+    def reference(self, split: str, key: str, value: float, name: str = TEACHER) -> None:
+        """Draw ``value`` (the teacher's metric, say) as a second line ``name`` next to the ``student`` line in
+        the pane ``split/key``, at every step that pane gets a point."""
+        self._put(("reference", f"{split}/{key}", float(value), name))
+
     def _put(self, item: tuple) -> None:
         if self._dead.is_set():
             return
@@ -46,8 +105,12 @@ class VisdomLogger:
             self.dropped += 1
 
     def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (waiting at most ``timeout`` seconds) and stop the worker."""
         if not self._dead.is_set():
-            self._put(("stop",))
+            try:
+                self._queue.put(("stop",), timeout=timeout)
+            except queue.Full:
+                return
             self._thread.join(timeout)
 
     # -- worker thread -----------------------------------------------------------------------------------------------
@@ -60,7 +123,8 @@ class VisdomLogger:
             if not vis.check_connection(timeout_seconds=2):
                 raise ConnectionError("no answer")
         except Exception as exc:  # ImportError, ConnectionError, ...
-            get_logger().warning(f"visdom: not logging to {self.server}:{self.port} ({type(exc).__name__}: {exc})")
+            warn(f"visdom: no dashboard server at {self.server}:{self.port} ({type(exc).__name__}: {exc}); "
+                 f"training continues without it")
             self._dead.set()
             return
         while True:
@@ -71,20 +135,26 @@ class VisdomLogger:
                 self._send(vis, item)
                 self.sent += 1
             except Exception as exc:
-                get_logger().warning(f"visdom: connection lost ({type(exc).__name__}); dashboard logging stopped")
+                warn(f"visdom: connection to {self.server}:{self.port} lost ({type(exc).__name__}); dashboard "
+                     f"logging stopped, training continues")
                 self._dead.set()
                 return
 
     def _send(self, vis: Any, item: tuple) -> None:
-        import numpy as np
-
         if item[0] == "scalars":
             _, step, split, values = item
             for key, val in values.items():
                 win = f"{split}/{key}"
-                update = "append" if vis.win_exists(win) else None
-                vis.line(X=np.array([step]), Y=np.array([float(val)]), win=win, update=update,
-                         opts={"title": win, "xlabel": "step"})
+                ref = self._refs.get(win)
+                send_line(vis, win, [step], [float(val)], name=STUDENT if ref else None)
+                if ref:
+                    send_line(vis, win, [step], [ref[0]], name=ref[1])
+        elif item[0] == "reference":
+            _, win, value, name = item
+            self._refs[win] = (value, name)
+        elif item[0] == "text":
+            _, win, text = item
+            send_text(vis, win, text)
         elif item[0] == "images":
             _, name, imgs, caption, nrow = item
             vis.images(imgs.numpy(), nrow=nrow, win=name, opts={"title": name, "caption": caption})
