@@ -221,3 +221,60 @@ def interrupt_after(monkeypatch, method_class: type, steps: int):
     with monkeypatch.context() as m:
         m.setattr(method_class, "train_step", stop)
         yield
+
+
+def _save_image(path: Path, seed: int, size: tuple[int, int], grey: bool = False) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0]) if grey else (size[1], size[0], 3)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+
+
+DTD_FIXTURE_CLASSES = ("banded", "zigzagged", "cracked")  # folder order on purpose not sorted
+
+
+def write_dtd(folder: Path, *, partitions=(1,), size: tuple[int, int] = (40, 30)) -> dict[str, list[str]]:
+    """The official DTD release layout under ``folder`` (the ``dtd/`` folder itself):
+    ``images/<class>/<class>_000k.jpg`` (4 per class, the first of ``cracked`` greyscale) and
+    ``labels/{train,val,test}<p>.txt``. In partition p, image k of each class is in test when ``(k + p) % 4 == 0``,
+    in val when it is 1, else in train (lines in sorted class order).
+    Returns ``{"<kind><p>": ["<class>/<image>", ...]}``."""
+    for ci, cls in enumerate(DTD_FIXTURE_CLASSES):
+        for k in range(4):
+            _save_image(folder / "images" / cls / f"{cls}_{k:04d}.jpg", 10 * ci + k, size,
+                        grey=(cls == "cracked" and k == 0))
+    lists: dict[str, list[str]] = {}
+    for p in partitions:
+        kinds: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for cls in sorted(DTD_FIXTURE_CLASSES):
+            for k in range(4):
+                kind = {0: "test", 1: "val"}.get((k + p) % 4, "train")
+                kinds[kind].append(f"{cls}/{cls}_{k:04d}.jpg")
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        for kind, rels in kinds.items():
+            (folder / "labels" / f"{kind}{p}.txt").write_text("".join(r + "\n" for r in rels))
+            lists[f"{kind}{p}"] = rels
+    return lists
+
+
+CALTECH256_FIXTURE_CLASSES = ("001.ak47", "002.american-flag", "257.clutter")
+
+
+def write_caltech256(folder: Path, *, per_class=(4, 3, 5), size: tuple[int, int] = (36, 28)) -> dict[str, list[str]]:
+    """The official ``256_ObjectCategories/<NNN.name>/<NNN>_<kkkk>.jpg`` layout under ``folder`` (that folder itself),
+    ``per_class`` images per class written in reverse name order, the third of ``002.american-flag`` a greyscale PNG,
+    plus the archive's kinds of noise (a non-image file, a nested folder with an image, a hidden file).
+    Returns ``{class: sorted image file names}``."""
+    out: dict[str, list[str]] = {}
+    for ci, (cls, n) in enumerate(zip(CALTECH256_FIXTURE_CLASSES, per_class)):
+        num = cls.split(".")[0]
+        names = [f"{num}_{k:04d}.png" if (ci == 1 and k == 3) else f"{num}_{k:04d}.jpg" for k in range(1, n + 1)]
+        for k, name in reversed(list(enumerate(names))):
+            _save_image(folder / cls / name, 100 * ci + k, size, grey=name.endswith(".png"))
+        out[cls] = sorted(names)
+    (folder / CALTECH256_FIXTURE_CLASSES[0] / "RENAME2").write_text("not an image")
+    (folder / CALTECH256_FIXTURE_CLASSES[0] / ".hidden.jpg").write_bytes(b"")
+    _save_image(folder / CALTECH256_FIXTURE_CLASSES[2] / "greg" / "nested.jpg", 999, size)
+    return out

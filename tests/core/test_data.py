@@ -24,7 +24,7 @@ from kdvision.core.data import caltech as caltech_mod
 from kdvision.core.data.digits import digits_arrays, digits_split_indices, _digits_all
 from kdvision.core.errors import ConfigError, DataError
 
-from kdv_testutils import data_root
+from kdv_testutils import data_root, write_caltech256, write_dtd
 DATA = data_root()
 HAS_MNIST = (DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file()
 HAS_SUBSET = (DATA / "cifar10_test_subset" / "cifar10_test_first846.npz").is_file()
@@ -182,10 +182,20 @@ def _fx_cub200(tmp):  # the official CUB_200_2011 layout, 2 classes x 2 images (
     return tmp, "test"
 
 
+def _fx_dtd(tmp):  # the official dtd/ layout, 3 classes x 4 images (more: tests/core/test_transfer_datasets.py)
+    write_dtd(tmp / "dtd")
+    return tmp, "test"
+
+
+def _fx_caltech256(tmp):  # 256_ObjectCategories/, 3 classes (more: tests/core/test_transfer_datasets.py)
+    write_caltech256(tmp / "256_ObjectCategories", per_class=(61, 62, 61), size=(8, 6))  # > 60: the default split
+    return tmp, "test"
+
+
 SMOKE_FIXTURES = {
     "mnist": _fx_mnist, "cifar10": _fx_cifar10, "cifar100": _fx_cifar100, "cifar10_test_subset": _fx_subset,
     "svhn": _fx_svhn, "caltech101": _fx_caltech, "imagefolder": _fx_imagefolder, "digits": _fx_digits,
-    "imagenet": _fx_imagenet, "cub200": _fx_cub200,
+    "imagenet": _fx_imagenet, "cub200": _fx_cub200, "dtd": _fx_dtd, "caltech256": _fx_caltech256,
 }
 
 
@@ -269,7 +279,7 @@ def test_unknown_names_are_config_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn", "caltech101", "imagefolder",
-                                  "cifar10_test_subset"])
+                                  "cifar10_test_subset", "dtd", "caltech256"])
 def test_missing_root_and_files_are_one_line_data_errors(name, tmp_path):
     missing = tmp_path / "does_not_exist"
     with pytest.raises(DataError, match=f"data root {missing} does not exist") as exc:

@@ -7,7 +7,8 @@
 
 Every dataset yields ``(float32 image C×H×W, normalised; int label)`` and carries ``.spec`` with the statistics it
 applied. Small datasets (MNIST, CIFAR, SVHN, the CIFAR-10 subset, digits) are in-memory tensors
-(:class:`TensorImageDataset`) normalised on the fly, vectorised; Caltech-101 and ``imagefolder`` decode lazily.
+(:class:`TensorImageDataset`) normalised on the fly, vectorised; the image-file datasets (Caltech-101/256, CUB-200,
+DTD, ImageNet, ``imagefolder``) decode lazily.
 Missing roots, splits or files raise a one-line :class:`~kdvision.core.errors.DataError` naming the path.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .stream import StreamLoader, StreamSampler
 
 # Importing the readers registers them.
 from . import mnist, cifar, svhn, caltech, folder, digits  # noqa: E402,F401
-from . import imagenet, cub  # noqa: E402,F401
+from . import imagenet, cub, dtd, caltech256  # noqa: E402,F401
 
 __all__ = [
     "DATASETS", "DOWNLOADABLE", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",

@@ -72,11 +72,13 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def scan_class_folders(folder: Path) -> dict[str, list[str]]:
-    """``{class: sorted image file names}`` of a ``<class>/<image>`` tree, ``BACKGROUND_Google`` excluded."""
+def scan_class_folders(folder: Path, exclude: frozenset[str] | set[str] = EXCLUDED_CLASSES) -> dict[str, list[str]]:
+    """``{class: sorted image file names}`` of a ``<class>/<image>`` tree (image files directly in each class
+    folder; hidden entries, other files and nested folders are ignored), the folders in ``exclude`` left out
+    (default: Caltech-101's ``BACKGROUND_Google``)."""
     classes: dict[str, list[str]] = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_dir() and entry.name not in EXCLUDED_CLASSES and not entry.name.startswith("."):
+        if entry.is_dir() and entry.name not in exclude and not entry.name.startswith("."):
             classes[entry.name] = sorted(f.name for f in os.scandir(entry.path) if f.is_file() and _is_image(f.name))
     return classes
 
@@ -200,11 +202,16 @@ def load_or_create_split(categories: Path, seed: int = DEFAULT_SEED, split_file:
     return doc, target
 
 
-def _categories_folder(root: Path) -> Path | None:
-    for cand in (root / "101_ObjectCategories", root / "caltech101" / "101_ObjectCategories"):
+def categories_folder(root: Path, folder: str, torchvision_dir: str) -> Path | None:
+    """``root/<folder>`` or torchvision's ``root/<torchvision_dir>/<folder>``, whichever is a directory first."""
+    for cand in (root / folder, root / torchvision_dir / folder):
         if cand.is_dir():
             return cand
     return None
+
+
+def _categories_folder(root: Path) -> Path | None:
+    return categories_folder(root, "101_ObjectCategories", "caltech101")
 
 
 def _presplit_folder(root: Path) -> Path | None:

@@ -52,7 +52,11 @@ DOWNLOADABLE: dict[str, tuple[str, ...]] = {
 _NOT_DOWNLOADABLE = {
     "caltech101": "its source (caltech-101.zip on data.caltech.edu, a zip of nested archives) is not supported "
                   "here; extract 101_ObjectCategories/ under the data root",
+    "caltech256": "use get_dataset('caltech256', root, download=True) (torchvision's Caltech256 source) or extract "
+                  "256_ObjectCategories.tar under the data root",
     "cifar10_test_subset": "it has no download source: it ships with the project's shared data",
+    "dtd": "use get_dataset('dtd', root, download=True) (torchvision's DTD archive, md5-checked) or extract the "
+           "official dtd-r1.0.1.tar.gz under the data root",
     "imagefolder": "it is a folder of your own images",
 }
 
