@@ -104,8 +104,9 @@ def freeze_unused_encoder_stages(model: nn.Module) -> list[str]:
     model.eval()
     try:
         x = torch.zeros(1, 3, 2 * model.stride, 2 * model.stride)
-        out = model(x)
-        (out[0] if isinstance(out, tuple) else out).sum().backward()
+        with torch.enable_grad():
+            out = model(x)
+            (out[0] if isinstance(out, tuple) else out).sum().backward()
     finally:
         model.train(was_training)
     unused = [n for n, p in model.encoder.named_parameters() if p.grad is None]
