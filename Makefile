@@ -10,7 +10,7 @@ export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA ?= $(abspath ../shared/data)
 
-.PHONY: install demo test test-quick test-gpu bench bench-gpu dist clean
+.PHONY: install demo test test-quick test-gpu bench bench-gpu dist clean visdom-assets
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(SUBPACKAG
 
 demo: install
 	$(PY) classification/demo.py --output runs/demo
+
+# The Visdom server's JavaScript, CSS and fonts from the npm registry (pinned, verified), so that dashboards work
+# offline (docs/dashboards.md); nothing is fetched when they are already in place.
+visdom-assets: install
+	$(PY) tools/visdom_assets.py
 
 # Tests run single-threaded (OMP_NUM_THREADS=1: the same numbers on every machine) in TEST_WORKERS processes, one
 # test file per process (module fixtures such as trained teachers are built once), the heaviest files first

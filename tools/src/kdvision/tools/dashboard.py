@@ -213,7 +213,7 @@ def compare(vis: Any, runs: list[Run], env: str = DEFAULT_COMPARE_ENV) -> list[s
     header, rows = table_rows(runs)
     cells = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    send_text(vis, "runs", f"<table>{cells}</table>", env=env)
+    vis.text(f"<table cellpadding=\"4\">{cells}</table>", win="runs", env=env, opts={"title": "runs", "width": 640})
     panes = ["runs"]
     wins: dict[str, list[tuple[Run, list[float], list[float]]]] = {}
     for run in runs:
