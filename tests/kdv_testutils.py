@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: The modules whose import registers every entry script (``ENTRIES``) and recipe (``RECIPES``).
 ENTRY_MODULES = ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
                  "kdvision.classification.mosaickd", "kdvision.classification.sdd", "kdvision.segmentation.dfad",
-                 "kdvision.segmentation.teacher", "kdvision.segmentation.transfer")
+                 "kdvision.segmentation.teacher", "kdvision.segmentation.transfer",
+                 "kdvision.detection.train_net")
 
 
 def import_entry_modules() -> None:
