@@ -394,8 +394,8 @@ class DetectionRecipe(Recipe):
         cfg, ctx = self.cfg, self.ctx
         schedule = LRSchedule("multistep", unit="iter", milestones=tuple(cfg.steps), gamma=cfg.gamma,
                               warmup=cfg.warmup_iters).validate()
+        self.schedule = schedule
         if self.train_set is None:  # --eval-only or a dry run without training data
-            self.schedule = schedule
             return _EvalOnly(self.players["student"], ctx.device)
         method = DetectionTraining(self.players["student"], self.train_set, batch_size=cfg.batch_size,
                                    optimizer=OptimizerSpec("sgd", lr=self.lr, momentum=cfg.momentum,
@@ -409,12 +409,13 @@ class DetectionRecipe(Recipe):
     def plan(self) -> dict[str, str]:
         cfg = self.cfg
         epochs, per = self.period()
-        data = ", ".join(f"{n} ({'not found' if n in self.missing else str(len(d.records)) + ' images'})"
-                         for n, d in zip([n for n in cfg.train_sets if n not in self.missing],
-                                         self.train_set.base.datasets if self.train_set else []))
-        data += "".join(f", {n} (not found: {spec_of(n).describe(self.root)})" for n in self.missing)
+        found = [n for n in cfg.train_sets if n not in self.missing]
+        parts = [f"{n} ({len(d.records)} images)"
+                 for n, d in zip(found, self.train_set.base.datasets if self.train_set else [])]
+        parts += [f"{n} (not found: {spec_of(n).describe(self.root)})" for n in self.missing]
+        data = ", ".join(parts)
         model = unwrap(self.players["student"])
-        schedule = self.method.schedules.describe().get("model", "") if hasattr(self.method, "schedules") else ""
+        schedule = self.schedule.describe()
         return {
             "data": f"{data} under {self.root}; {len(self.classes)} classes",
             "model": f"Faster R-CNN {cfg.arch}-FPN, {cfg.norm}, {param_count(model)} params",
