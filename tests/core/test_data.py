@@ -146,6 +146,11 @@ def _fx_subset(tmp):
     return tmp, "test"
 
 
+def _fx_846(tmp):
+    _fx_subset(tmp)
+    return tmp, "train"  # one image per class: the 30 % test share rounds to none
+
+
 def _fx_svhn(tmp):
     make_svhn(tmp)
     return tmp, "test"
@@ -194,6 +199,7 @@ def _fx_caltech256(tmp):  # 256_ObjectCategories/, 3 classes (more: tests/core/t
 
 SMOKE_FIXTURES = {
     "mnist": _fx_mnist, "cifar10": _fx_cifar10, "cifar100": _fx_cifar100, "cifar10_test_subset": _fx_subset,
+    "cifar10_846": _fx_846,
     "svhn": _fx_svhn, "caltech101": _fx_caltech, "imagefolder": _fx_imagefolder, "digits": _fx_digits,
     "imagenet": _fx_imagenet, "cub200": _fx_cub200, "dtd": _fx_dtd, "caltech256": _fx_caltech256,
 }
@@ -778,3 +784,16 @@ def test_labelled_subset_is_seeded_sorted_and_bounded():
     assert len(sub) == 10
     with pytest.raises(ConfigError, match="--train_subset 51 is larger than the training split"):
         labelled_subset(ds, 51, 0)
+
+
+def test_cifar10_846_is_a_stratified_70_30_split_of_the_subset(shared_data):
+    from kdvision.core.data import stratified_hash_split
+
+    full = get_dataset("cifar10_test_subset", shared_data, "test")
+    train, test = (get_dataset("cifar10_846", shared_data, s) for s in ("train", "test"))
+    assert (len(train), len(test)) == (593, 253)
+    tr_idx, te_idx = stratified_hash_split(full.labels, 0.3, seed=0)
+    assert set(tr_idx.tolist()).isdisjoint(te_idx.tolist()) and len(tr_idx) + len(te_idx) == len(full)
+    assert torch.equal(train.images, full.images[tr_idx]) and torch.equal(test.labels, full.labels[te_idx])
+    per_class = torch.bincount(full.labels, minlength=10)
+    assert torch.equal(torch.bincount(test.labels, minlength=10), (0.3 * per_class.double() + 0.5).floor().long())

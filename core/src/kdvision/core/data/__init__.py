@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import (DATASETS, DatasetSpec, ImageListDataset, RandomCropFlip, TensorImageDataset, dataset_spec,
                    dataset_splits, find_split, get_dataset, is_embedded, labelled_subset, list_datasets,
-                   subset_indices)
+                   stratified_hash_split, subset_indices)
 from .download import DOWNLOADABLE, download_dataset
 from .imagenet32 import load_downsampled, load_imagenet32, load_places365_32
 from .normalization import NORMALIZATION, dataset_normalization, normalization
@@ -32,7 +32,7 @@ __all__ = [
     "DATASETS", "DOWNLOADABLE", "NORMALIZATION", "DatasetSpec", "ImageListDataset", "RandomCropFlip", "StreamLoader", "StreamSampler",
     "TensorImageDataset",
     "dataset_normalization", "dataset_spec", "dataset_splits", "download_dataset", "find_split", "get_dataset", "is_embedded", "labelled_subset", "list_datasets", "normalization",
-    "resize_uint8_like_pil", "subset_indices",
+    "resize_uint8_like_pil", "stratified_hash_split", "subset_indices",
     # out-of-domain data (MosaicKD, Blind KD)
     "OOD_SOURCES", "list_ood_sources", "load_downsampled", "load_image_folder", "load_imagenet32", "load_ood",
     "load_places365_32", "ood_normalization", "ood_subset", "resolve_ood", "subset_applies",

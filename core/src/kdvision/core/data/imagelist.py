@@ -181,3 +181,23 @@ class UnlabelledImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         img = self._cache[index] if self._cache is not None else self._open(index)
         return self.transform(img), 0
+
+
+class Resized(Dataset):
+    """A (normalised) image dataset seen through the protocol's geometry at ``size`` px: RandomResizedCrop + flip
+    for training, Resize(size·256/224) + CenterCrop for testing (per-channel normalisation commutes with both)."""
+
+    def __init__(self, base: Dataset, size: int, train: bool) -> None:
+        from torchvision.transforms import v2
+
+        self.base, self.spec = base, getattr(base, "spec", None)
+        self.transform = (v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+                          if train else v2.Compose([v2.Resize(round(size * 256 / 224), antialias=True),
+                                                    v2.CenterCrop(size)]))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return self.transform(x), y

@@ -24,6 +24,9 @@ NORMALIZATION: dict[str, Stats] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Maps [0, 1] to [-1, 1]: DFAD Caltech101/CamVid/NYUv2, CMI/MosaicKD for SVHN, ImageNet-32, Places365-32.
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    # No normalisation: KDEP's original CUB / DTD / Caltech-256 fine-tuning (classification/transfer.py
+    # --legacy_no_norm).
+    "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     # SVHN train-split (73,257 images) per-channel statistics as widely published with PyTorch SVHN recipes
     # (e.g. the classic "pytorch-classification"-style loaders and many robustness code bases:
     # mean (0.4377, 0.4438, 0.4728), std (0.1980, 0.2010, 0.1970); like the CIFAR-10 constants above, the std is

@@ -184,11 +184,16 @@ class SupervisedRecipe(Recipe):
         return {"student": self.ctx.prepare(build_model(self.model_name, self.num_classes, dataset=cfg.dataset,
                                                         **self.model_options))}
 
+    def test_view(self, dataset: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+        """The test split as evaluated (the split itself; a recipe may resize it)."""
+        return dataset
+
     def build_evaluator(self):
         cfg = self.cfg
         return test_split_evaluator(self.ctx, self.task, cfg, dataset=cfg.dataset, normalize=cfg.normalize,
                                     batch_size=cfg.test_batch_size, workers=cfg.workers, explicit_root=True,
-                                    warn_if_missing="no evaluation; the last weights are exported")
+                                    warn_if_missing="no evaluation; the last weights are exported",
+                                    wrap=self.test_view)
 
     def build_method(self):
         cfg, ctx, task = self.cfg, self.ctx, self.task

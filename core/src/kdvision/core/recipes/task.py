@@ -50,8 +50,9 @@ def data_root_of(dataset: str, data_root: str | None) -> str | None:
 
 def test_split_evaluator(ctx: RunContext, task: TaskAdapter, cfg: Any, *, dataset: str, normalize: str | None,
                          batch_size: int, workers: int, explicit_root: bool, warn_if_missing: str,
-                         split: str = "test") -> Evaluator | None:
+                         split: str = "test", wrap: Callable[[Dataset], Dataset] | None = None) -> Evaluator | None:
     """The task's evaluator on ``split`` of ``dataset``, or None (with one warning line) when it is not there.
+    ``wrap`` maps the dataset to the one evaluated (another view of the same images).
 
     A data root the user named that does not exist is an error; a missing split only switches evaluation off.
     """
@@ -60,6 +61,8 @@ def test_split_evaluator(ctx: RunContext, task: TaskAdapter, cfg: Any, *, datase
         ctx.log.warning(f"warning: no {dataset} {split} split under {root!r}; {warn_if_missing}")
         return None
     ds: Dataset = get_dataset(dataset, root, split=split, normalize=normalize, **task.dataset_options(cfg))
+    if wrap is not None:
+        ds = wrap(ds)
     dist: DistInfo = ctx.dist
     return task.make_evaluator(ds, batch_size, ctx.device, dist, workers, cfg.amp, cfg.channels_last)
 
