@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY_MODULES = ("kdvision.classification.datafree", "kdvision.classification.dfad", "kdvision.classification.teacher",
                  "kdvision.classification.mosaickd", "kdvision.classification.sdd", "kdvision.segmentation.dfad",
                  "kdvision.segmentation.teacher", "kdvision.segmentation.transfer",
-                 "kdvision.detection.train_net")
+                 "kdvision.detection.train_net", "kdvision.pretraining.kdep", "kdvision.classification.transfer")
 
 
 def import_entry_modules() -> None:

@@ -165,7 +165,9 @@ def test_bad_choice_values_are_one_line_errors_also_under_dry_run(script, tmp_pa
     monkeypatch.chdir(tmp_path)  # nothing may be written, wherever the default output would go
     cls = ENTRIES[script].recipe.config_class
     fields = choice_fields(script)
-    assert fields, script
+    if not fields:
+        assert script in ("gen_svd_weights", "kdep"), f"{script} has no choice fields to check"  # free-form only
+        pytest.skip(f"{script} has no fields with choices")
     for f in fields:
         bad = bad_value(cls, f)
         base = [] if f.name in base_fields(script) else None

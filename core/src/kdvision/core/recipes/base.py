@@ -180,7 +180,9 @@ class Recipe:
                                      batch_size=self.cfg.batch_size, evaluator=self.evaluator,
                                      teacher_metric=self.teacher_metric, extra_hooks=self.hooks(),
                                      render=self.render(), **self.train_settings())
-            return self.finish(summary)
+            summary = self.finish(summary)
+            self.ctx.run.write_summary(summary)  # with what finish() added (rank 0 writes)
+            return summary
         finally:
             self.ctx.close()
 

@@ -27,6 +27,7 @@ from ..data.ood import file_sha256
 from ..engine.config import RunConfig, param
 from ..engine.method import unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
+from ..engine.rundir import warn
 from ..engine.runner import param_count
 from ..errors import ConfigError
 from ..methods.kdep import KDEP, KDEPTeacher, StreamingMoments, SVDBasis, feature_dim
@@ -184,7 +185,7 @@ class KDEPRecipe(Recipe):
                     allow_other_teacher=cfg.legacy_ms_basis_for_sp, where=f"basis {cfg.basis}")
         if basis.teacher_sha256 and cfg.legacy_ms_basis_for_sp and basis.teacher_sha256 != file_sha256(
                 cfg.teacher_weights):
-            ctx.log.warning("warning: --legacy_ms_basis_for_sp: projecting onto a basis computed for another teacher "
+            warn("--legacy_ms_basis_for_sp: projecting onto a basis computed for another teacher "
                             "checkpoint, as the original SP-R50 scripts did")
         self.basis, self.dims = basis, (t_dim, s_dim)
         teacher = KDEPTeacher(teacher_model, basis, s_dim, tau=cfg.tau, power=cfg.power).to(ctx.device)
