@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdvision.core.engine.cli import device_from_gpu_ids
 from kdvision.core.engine.rundir import warn
-from kdvision.core.errors import ConfigError
-from kdvision.core.recipes.base import Entry
+from kdvision.core.recipes.base import Entry, pop_seeds
 from kdvision.core.recipes.sdd import SDDConfig, SDDRecipe, read_yacs, yacs_overrides
 
 from .common import CLASSIFICATION
@@ -66,21 +66,8 @@ def _preset(args: argparse.Namespace) -> dict:
 
 def _adjust(cfg: SDDConfig, given: set[str], args: argparse.Namespace) -> None:
     gpus = getattr(args, "sdd_gpu", None)
-    if gpus is None or "device" in given:
-        return
-    ids = [g for g in str(gpus).replace("[", "").replace("]", "").split(",") if g.strip()]
-    if not ids or not all(g.strip().isdigit() for g in ids):
-        raise ConfigError(f"--gpu {gpus}: expected a GPU index or a list such as 0,1")
-    import torch
-
-    if len(ids) > 1:
-        warn(f"--gpu {gpus}: the original's DataParallel over {len(ids)} GPUs is not used; this process runs on GPU "
-             f"{ids[0]} (torchrun --nproc_per_node={len(ids)} classification/sdd.py ... for all of them)")
-    if torch.cuda.is_available():
-        cfg.device = f"cuda:{ids[0].strip()}"
-    else:
-        warn(f"--gpu {gpus} given but CUDA is not available; running on the CPU")
-        cfg.device = "cpu"
+    if gpus is not None and "device" not in given:
+        cfg.device = device_from_gpu_ids(gpus, "--gpu", warn)
 
 
 ENTRIES = {
@@ -89,22 +76,6 @@ ENTRIES = {
                  description="KD / DKD / NKD and scale-decoupled distillation (SD-KD, SD-DKD, SD-NKD) on labelled "
                              "data; mdistiller/SDD yacs configs and the flags of SDD's train_origin.py"),
 }
-
-
-def _pop_seeds(argv: list[str]) -> list[int] | None:
-    """``--seeds 0,1,2`` (or ``--seeds=0,1,2``) taken out of the command line."""
-    for i, arg in enumerate(argv):
-        if arg == "--seeds" or arg.startswith("--seeds="):
-            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
-            del argv[i:i + (1 if "=" in arg else 2)]
-            try:
-                seeds = [int(s) for s in value.strip("[]").split(",") if s.strip()]
-            except ValueError:
-                seeds = []
-            if not seeds:
-                raise ConfigError(f"--seeds {value!r}: expected a list of integers such as 0,1,2")
-            return seeds
-    return None
 
 
 def main(argv: list[str] | None = None, script: str = "sdd") -> None:
@@ -117,7 +88,7 @@ def main(argv: list[str] | None = None, script: str = "sdd") -> None:
     def _main(args: list[str]) -> int:
         init_logging(keep=False)
         args = list(args)
-        seeds = _pop_seeds(args)
+        seeds = pop_seeds(args)
         if seeds is None:
             entry.build(args).run()
         else:

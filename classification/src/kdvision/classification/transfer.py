@@ -32,7 +32,7 @@ from kdvision.core.data.imagelist import Resized
 from kdvision.core.engine.config import param
 from kdvision.core.engine.method import unwrap
 from kdvision.core.errors import ConfigError
-from kdvision.core.recipes.base import Entry, run_seeds
+from kdvision.core.recipes.base import Entry, pop_seeds, run_seeds
 from kdvision.core.recipes.supervised import SupervisedConfig, SupervisedRecipe
 
 from .common import CLASSIFICATION, load_preset
@@ -177,12 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     from kdvision.core.engine.cli import run_cli
     from kdvision.core.engine.rundir import init_logging
 
-    from .sdd import _pop_seeds
-
     def _main(args: list[str]) -> int:
         init_logging(keep=False)
         args = list(args)
-        seeds = _pop_seeds(args)
+        seeds = pop_seeds(args)
         datasets = _pop(args, "--datasets")
         if datasets:
             run_table(args, [d for d in datasets.split(",") if d.strip()], seeds or [ENTRIES["transfer"].resolve(

@@ -39,7 +39,7 @@ import torch.nn as nn
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from kdvision.core.backbones import LoadReport, canonical_arch, load_backbone, read_backbone
-from kdvision.core.engine.config import RunConfig, param
+from kdvision.core.engine.config import RunConfig, key_value_pairs, param
 from kdvision.core.engine.distributed import DistInfo
 from kdvision.core.engine.method import LossDictMethod, unwrap
 from kdvision.core.engine.optim import LRSchedule, OptimizerSpec
@@ -208,15 +208,7 @@ def d2_values(flat: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def d2_overrides(opts: list[str]) -> dict[str, Any]:
-    if len(opts) % 2:
-        raise ConfigError(f"overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
-    flat = {}
-    for key, raw in zip(opts[::2], opts[1::2]):
-        try:
-            flat[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            flat[key] = raw
-    return d2_values(flat, "the command-line overrides")
+    return d2_values(key_value_pairs(opts), "the command-line overrides")
 
 
 # -- the model ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kdvision.core.engine.cli import device_from_gpu_ids
 from kdvision.core.engine.config import load_yaml
 from kdvision.core.engine.rundir import warn
 from kdvision.core.errors import ConfigError
@@ -70,21 +71,8 @@ def _adjust(table: dict[int, tuple[str, ...]]):
 
 
 def _gpus(cfg, value: str, given: set[str]) -> None:
-    import torch
-
-    ids = [g.strip() for g in value.split(",") if g.strip()]
-    if not ids or not all(g.isdigit() for g in ids):
-        raise ConfigError(f"GPU ids {value!r}: expected a list such as 0,1,2,3")
-    if "device" in given:
-        return
-    if len(ids) > 1:
-        warn(f"GPU ids {value}: the original's DataParallel over {len(ids)} GPUs is not used; this process runs on "
-             f"GPU {ids[0]} (torchrun --nproc_per_node={len(ids)} ... for all of them)")
-    if torch.cuda.is_available():
-        cfg.device = f"cuda:{ids[0]}"
-    else:
-        warn(f"GPU ids {value} given but CUDA is not available; running on the CPU")
-        cfg.device = "cpu"
+    if "device" not in given:
+        cfg.device = device_from_gpu_ids(value, "GPU ids", warn)
 
 
 ENTRIES = {

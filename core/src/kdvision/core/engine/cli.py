@@ -104,6 +104,25 @@ def apply_compat_device(args: argparse.Namespace, warn: Callable[[str], None]) -
         args.device = "cpu"
 
 
+def device_from_gpu_ids(value: str, flag: str, warn: Callable[[str], None]) -> str:
+    """The device of one process for the original scripts' GPU-id lists (``0``, ``0,1,2,3``, ``[0,1]``): the first
+    GPU, with a warning that several GPUs are used through torchrun, and the CPU (warned) without CUDA."""
+    ids = [g.strip() for g in str(value).replace("[", "").replace("]", "").split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{flag} {value}: expected a GPU index or a list such as 0,1")
+    import torch
+
+    if len(ids) > 1:
+        warn(f"{flag} {value}: the original's DataParallel over {len(ids)} GPUs is not used; this process runs on "
+             f"GPU {ids[0]} (torchrun --nproc_per_node={len(ids)} ... for all of them)")
+    if torch.cuda.is_available():
+        return f"cuda:{ids[0]}"
+    warn(f"{flag} {value} given but CUDA is not available; running on the CPU")
+    return "cpu"
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
     """Run ``main`` turning user errors into one line on stderr and a non-zero exit (``--debug``: traceback)."""
     args = sys.argv[1:] if argv is None else argv

@@ -212,6 +212,22 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def key_value_pairs(opts: list[str]) -> dict[str, Any]:
+    """Trailing ``KEY VALUE`` pairs (yacs' ``merge_from_list``, Detectron2's opts): values parsed as Python literals
+    where they are, kept as strings otherwise."""
+    import ast
+
+    if len(opts) % 2:
+        raise ConfigError(f"overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
+    flat: dict[str, Any] = {}
+    for key, raw in zip(opts[::2], opts[1::2]):
+        try:
+            flat[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            flat[key] = raw
+    return flat
+
+
 def user_values(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:
     """Every value the user gave, by field: ``--config`` file, then flags, then ``--set`` (later wins)."""
     ns = vars(args)

@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..engine.method import Method, unwrap
 from ..engine.runner import RunContext, describe_plan
 from ..engine.trainer import Hook
+from ..errors import ConfigError
 from ..registry import Registry
 from .task import Evaluator, TaskAdapter, test_split_evaluator
 
@@ -260,6 +261,22 @@ class Entry:
             return 0
 
         run_cli(_main, argv)
+
+
+def pop_seeds(argv: list[str]) -> list[int] | None:
+    """``--seeds 0,1,2`` (or ``--seeds=0,1,2``) taken out of the command line."""
+    for i, arg in enumerate(argv):
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            del argv[i:i + (1 if "=" in arg else 2)]
+            try:
+                seeds = [int(s) for s in value.strip("[]").split(",") if s.strip()]
+            except ValueError:
+                seeds = []
+            if not seeds:
+                raise ConfigError(f"--seeds {value!r}: expected a list of integers such as 0,1,2")
+            return seeds
+    return None
 
 
 def run_seeds(entry: "Entry", argv: list[str], seeds: list[int]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ the toolkit's own configs state every value. Differences from the originals, eac
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from ..data import dataset_spec
-from ..engine.config import RunConfig, param
+from ..engine.config import RunConfig, key_value_pairs, param
 from ..engine.method import unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
 from ..engine.runner import param_count
@@ -103,15 +102,7 @@ def read_yacs(path: str | Path) -> dict[str, Any]:
 
 def yacs_overrides(opts: list[str]) -> dict[str, Any]:
     """Trailing ``KEY VALUE`` pairs (yacs ``merge_from_list``): values parsed as Python literals where they are."""
-    if len(opts) % 2:
-        raise ConfigError(f"overrides come as KEY VALUE pairs; {opts[-1]!r} has no value")
-    flat = {}
-    for key, raw in zip(opts[::2], opts[1::2]):
-        try:
-            flat[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            flat[key] = raw
-    return yacs_values(flat, "the command-line overrides")
+    return yacs_values(key_value_pairs(opts), "the command-line overrides")
 
 
 @dataclass
