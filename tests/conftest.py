@@ -24,7 +24,9 @@ HEAVY = {
     "tests/classification/test_run_policy.py": 140, "tests/classification/test_sdd_mnist_compare.py": 125,
     "tests/test_bench_gpu.py": 95, "tests/classification/test_mosaickd_cli.py": 90,
     "tests/classification/test_sdd_cli.py": 60, "tests/classification/test_real_data.py": 50,
-    "tests/classification/test_dfad_cli.py": 40,
+    "tests/classification/test_dfad_cli.py": 40, "tests/pretraining/test_kdep_e2e.py": 200,
+    "tests/pretraining/test_kdep_cli.py": 60, "tests/detection/test_train_net.py": 35,
+    "tests/segmentation/test_transfer_pspnet.py": 25, "tests/tools/test_dashboard_browser.py": 25,
 }
 
 

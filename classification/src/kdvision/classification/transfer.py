@@ -119,8 +119,12 @@ class TransferRecipe(SupervisedRecipe):
 
 
 def _adjust(cfg: TransferConfig, given: set[str], args: argparse.Namespace) -> None:
-    if "normalize" not in given and cfg.normalize is None:
-        cfg.normalize = "imagenet"
+    """ImageNet statistics (the pre-training's) for every colour dataset unless --normalize says otherwise."""
+    from kdvision.core.data import DATASETS, dataset_spec
+
+    if "normalize" not in given and cfg.normalize is None and cfg.dataset in DATASETS:
+        if dataset_spec(cfg.dataset).in_channels == 3:
+            cfg.normalize = "imagenet"
 
 
 ENTRIES = {
