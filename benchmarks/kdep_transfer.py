@@ -99,7 +99,7 @@ def run(out: Path, *, images: str = "cifar846", steps: int = 200, epochs: int = 
 
 def _last_loss(run_dir: Path) -> float:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["feat_mse"] for r in lines if "feat_mse" in r][-1]
+    return [r["loss_feat"] for r in lines if "loss_feat" in r][-1]
 
 
 def main() -> None:

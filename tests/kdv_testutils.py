@@ -46,6 +46,25 @@ def run_script(script: str, *args, timeout: int = 300, launcher: list[str] | Non
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env)
 
 
+#: metrics.jsonl values that measure time, not training (differ between two identical runs)
+TIMING_KEYS = ("iters_per_s",)
+
+
+def metric_records(path: Path, split: str | None = None) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (``path``: the file or its run directory), timing values left out,
+    only ``split`` ones when given."""
+    import json
+
+    path = Path(path)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    out = []
+    for line in path.read_text().splitlines():
+        record = {k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+        if split is None or record.get("split") == split:
+            out.append(record)
+    return out
+
+
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """The single ``error: ...`` line a failing entry script printed (no traceback, non-zero exit)."""
     assert proc.returncode != 0

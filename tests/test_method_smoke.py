@@ -37,6 +37,9 @@ SMOKE = {
                               "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--kd_steps", "2", "--workers", "0"]),
     "sdd": ("sdd", ["--dataset", "digits", "--teacher", "resnet8", "--student", "resnet8", "--teacher_weights",
                     "{resnet8}", "--batch_size", "8", "--iters-per-epoch", "2", "--workers", "0"]),
+    "kdep": ("kdep", ["--dataset", "{images}", "--teacher", "resnet8", "--teacher_weights", "{resnet8_rgb}",
+                      "--teacher_num_classes", "10", "--arch", "resnet8", "--fc_classes", "10", "--basis", "{basis}",
+                      "--image_size", "32", "--batch_size", "4", "--iters-per-epoch", "2", "--workers", "0"]),
     "supervised": ("train_teacher", ["--dataset", "digits", "--model", "resnet8", "--batch_size", "8",
                                      "--iters-per-epoch", "2"]),
 }
@@ -56,6 +59,16 @@ def teachers(tmp_path_factory):
     for name in ("lenet5", "resnet8"):
         paths[name] = root / f"digits-{name}.pt"
         torch.save(build_model(name, 10, dataset="digits").state_dict(), paths[name])
+    # KDEP: an RGB teacher and its basis (a random orthonormal one, recorded for that checkpoint)
+    from kdvision.core.data.ood import file_sha256
+    from kdvision.core.methods.kdep import SVDBasis
+
+    paths["resnet8_rgb"] = root / "resnet8_rgb.pt"
+    torch.save(build_model("resnet8", 10).state_dict(), paths["resnet8_rgb"])
+    q, _ = torch.linalg.qr(torch.randn(64, 64))
+    paths["basis"] = root / "basis.pt"
+    SVDBasis(mean=torch.zeros(64), V=q, S=torch.ones(64), teacher="resnet8",
+             teacher_sha256=file_sha256(paths["resnet8_rgb"]), images=0).save(paths["basis"])
     paths["images"] = root / "images"  # a folder of unlabelled images (the KD baselines' --kd_data)
     paths["images"].mkdir()
     for i in range(8):

@@ -12,8 +12,8 @@ from PIL import Image
 from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import create_model
 
-from kdv_testutils import (FakeVisdom, assert_same_training_state, free_port, interrupt_after, one_line_error, require,
-                            run_script, write_downsampled)
+from kdv_testutils import (FakeVisdom, assert_same_training_state, free_port, interrupt_after, metric_records,
+                           one_line_error, require, run_script, write_downsampled)
 
 # MosaicKD's README command (seed_commands.md §1), verbatim after the script path.
 README = ("--lr 0.1 --batch-size 256 --teacher wrn40_2 --student wrn16_1 --dataset cifar100 --unlabeled cifar10 "
@@ -115,8 +115,7 @@ def test_resume_is_exact(setup, tmp_path, monkeypatch):
     assert_same_training_state(a, b, ("student", "generator", "discriminator"))
     assert a["method_state"]["extra"]["d_stream"] == b["method_state"]["extra"]["d_stream"]
     assert a["method_state"]["extra"]["kd_stream"] == b["method_state"]["extra"]["kd_stream"]
-    train = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-                         if '"train"' in line]
+    train = lambda run: metric_records(tmp_path / run, "train")  # noqa: E731
     assert train("part") == train("full")  # every logged loss and learning rate, epoch 2 included
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from kdv_testutils import one_line_error, run_script
+from kdv_testutils import metric_records, one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # subprocess runs, ~5 s each
 
@@ -53,7 +53,7 @@ def run_ok(script: str, *args, cwd: Path | None = None):
 
 
 def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return metric_records(run)  # timing values left out: two identical runs differ only there
 
 
 def reproducible(run: Path) -> tuple[dict, list[dict]]:

@@ -15,7 +15,8 @@ from kdvision.core.checkpoint import read_checkpoint
 from kdvision.core.models import build_model, create_model
 from kdvision.core.recipes.base import ENTRIES
 
-from kdv_testutils import assert_same_training_state, free_port, interrupt_after, one_line_error, run_script
+from kdv_testutils import (assert_same_training_state, free_port, interrupt_after, metric_records, one_line_error,
+                           run_script)
 
 README = ["--cfg", "configs/cifar100/sdd_dkd/res32x4_shuv1.yaml", "--gpu", "1", "--M", "[1,2,4]"]
 TINY = ["DATASET.TYPE", "digits", "DISTILLER.TEACHER", "resnet8", "DISTILLER.STUDENT", "resnet8",
@@ -197,8 +198,7 @@ def test_resume_is_exact(digits_teacher, tmp_path, monkeypatch):
     b = read_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 6
     assert_same_training_state(a, b, ("student",))
-    train = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-                         if '"train"' in line]
+    train = lambda run: metric_records(tmp_path / run, "train")  # noqa: E731
     assert train("part")[-2:] == train("full")[-2:]
 
 

@@ -528,7 +528,7 @@ def test_every_zoo_classifier_works_as_rgal_teacher_and_student(name):
 #: collaborators (student_terms, train_metrics), run plumbing (dist, workers, task, clock) and the sample grids'
 #: size and seed.
 TECHNICAL = {"amp", "amp_dtype", "channels_last", "device", "feature_layers", "student_terms", "train_metrics",
-             "dist", "workers", "task", "clock", "sample_count", "sample_seed"}
+             "dist", "workers", "task", "clock", "sample_count", "sample_seed", "params"}
 METHOD_CLASSES = [DataFreeKD, DFAD, DataKD, Supervised, RGALStudentTerms]
 
 

@@ -82,8 +82,8 @@ def test_kdep_short_run_exports_a_student_that_loads_strictly(setup):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "kdep" and summary["iterations"] == 4 and summary["feature_dims"] == [64, 64]
-    losses = [json.loads(line)["feat_mse"] for line in (out / "metrics.jsonl").read_text().splitlines()
-              if "feat_mse" in line]
+    losses = [json.loads(line)["loss_feat"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if "loss_feat" in line]
     assert len(losses) == 4 and all(np.isfinite(losses))
     student = build_model("resnet20_a", 10)
     student.load_state_dict(torch.load(out / "student.pt", weights_only=True), strict=True)

@@ -276,7 +276,7 @@ def test_steps_equal_reference_loop(arch, lr, loss_w, basis, teacher_net, images
         before = copy.deepcopy(ref_student.state_dict())
         ref_loss = ref.step(batches[step])
         method.schedules.step_start(0, step)
-        loss = method.train_step()["feat_mse"].item()
+        loss = method.train_step()["loss_feat"].item()
 
         moved, _ = max_dev(ref_student.state_dict(), before)
         assert moved > 1e-3  # the step changes the weights far beyond the tolerance

@@ -28,7 +28,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = ("ms-r50_r18", "ms-r50_mnv2", "sp-r50_r18")
 
 #: the pre-training "task": no labelled evaluation (the student's head is never trained)
-PRETRAINING = TaskAdapter(name="pretraining", metric="feat_mse", make_evaluator=lambda *a, **k: None)
+PRETRAINING = TaskAdapter(name="pretraining", metric="loss_feat", make_evaluator=lambda *a, **k: None)
 
 #: positional arguments by count, per script (the original shell scripts' $1, $2, ...)
 KDEP_POSITIONALS = {6: ("dataset", "exp_name", "epochs", "step_lr", "weight_decay", "gpus"),

@@ -219,4 +219,4 @@ class KDEP(Supervised):
         with self.autocast(), self.student_tap.active():
             self.model(x)
         f_s = self.student_tap.pooled.float()
-        return {"feat_mse": self.loss_weight * F.mse_loss(f_s, target.float())}, {}
+        return {"loss_feat": self.loss_weight * F.mse_loss(f_s, target.float())}, {}

@@ -283,9 +283,9 @@ def compute_basis(teacher: nn.Module, dataset, *, batch_size: int, device: torch
     return moments, int(moments.sum.numel())
 
 
-@RECIPES.register("kdep_svd")
 class SVDRecipe(Recipe):
-    """Not a training recipe: ``run`` computes and writes the basis (one pass, no optimiser)."""
+    """Not a training recipe (so not in :data:`RECIPES`): ``run`` computes and writes the basis (one pass, no
+    optimiser)."""
 
     name = "kdep_svd"
     config_class = SVDConfig
