@@ -32,7 +32,6 @@ strict check is the same).
 """
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
@@ -40,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.base import initialization
+
+from kdvision.core.engine.method import freeze_unreached
 
 ENCODERS = ("resnet18", "resnet50", "mobilenet_v2")
 #: The torchvision architecture of each encoder, for read_backbone's check.
@@ -100,23 +101,11 @@ def freeze_unused_encoder_stages(model: nn.Module) -> list[str]:
     """Stop gradients of encoder parameters a forward pass does not reach (the stages beyond ``encoder_depth``):
     DDP would otherwise wait for their gradients, and an optimizer would decay them for nothing. Returns their
     names."""
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.zeros(1, 3, 2 * model.stride, 2 * model.stride)
-        with torch.enable_grad():
-            out = model(x)
-            (out[0] if isinstance(out, tuple) else out).sum().backward()
-    finally:
-        model.train(was_training)
-    unused = [n for n, p in model.encoder.named_parameters() if p.grad is None]
-    for n, p in model.encoder.named_parameters():
-        p.grad = None
-        if n in unused:
-            p.requires_grad_(False)
-    for p in model.parameters():
-        p.grad = None
-    return unused
+    def probe() -> torch.Tensor:
+        out = model(torch.zeros(1, 3, 2 * model.stride, 2 * model.stride))
+        return (out[0] if isinstance(out, tuple) else out).sum()
+
+    return freeze_unreached(model, probe, within=model.encoder)
 
 
 def init_encoder(model: nn.Module, path: str, *, encoder: str):
@@ -126,13 +115,7 @@ def init_encoder(model: nn.Module, path: str, *, encoder: str):
     from kdvision.core.backbones import load_backbone, read_backbone
 
     state = read_backbone(path, arch=ENCODER_ARCH[encoder])
-    enc = model.encoder
-    # smp's ResNet encoder overrides load_state_dict without returning torch's result; load through nn.Module's.
-    enc.load_state_dict = types.MethodType(nn.Module.load_state_dict, enc)
-    try:
-        return load_backbone(enc, state, skip=HEAD_KEYS, what=f"encoder {encoder} from {path}")
-    finally:
-        del enc.load_state_dict
+    return load_backbone(model.encoder, state, skip=HEAD_KEYS, what=f"encoder {encoder} from {path}")
 
 
 def head_modules(model: nn.Module) -> list[nn.Module]:

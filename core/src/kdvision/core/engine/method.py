@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,30 @@ def freeze(module: nn.Module) -> nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def freeze_unreached(model: nn.Module, probe: Callable[[], torch.Tensor], within: nn.Module | None = None
+                     ) -> list[str]:
+    """Freeze the parameters of ``within`` (default ``model``) that no gradient of the scalar ``probe()`` reaches
+    — a head whose output a loss never uses, encoder stages a shallow decoder never reads — and return their names.
+    They would never be updated anyway (no gradient: SGD skips them, weight decay included), and DDP needs every
+    trainable parameter used. ``probe`` runs once with ``model`` in eval mode (running statistics untouched); the
+    probe's gradients are cleared."""
+    within = model if within is None else within
+    was = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            probe().backward()
+        unused = [n for n, p in within.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        model.train(was)
+        for p in model.parameters():
+            p.grad = None
+    for n, p in within.named_parameters():
+        if n in unused:
+            p.requires_grad_(False)
+    return unused
 
 
 @contextlib.contextmanager

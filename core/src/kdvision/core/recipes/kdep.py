@@ -25,7 +25,7 @@ from ..checkpoint import save_atomic
 from ..data.imagelist import UnlabelledImages, resolve_images, robustness_train_transform
 from ..data.ood import file_sha256
 from ..engine.config import RunConfig, param
-from ..engine.method import unwrap
+from ..engine.method import freeze_unreached, unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
 from ..engine.rundir import warn
 from ..engine.runner import param_count
@@ -124,26 +124,20 @@ def load_teacher(cfg: KDEPImagesConfig, device: torch.device) -> nn.Module:
 
 
 def freeze_unused(model: nn.Module, input_size: tuple[int, ...]) -> list[str]:
-    """Freeze the parameters no gradient of the pre-ReLU feature reaches (the head): they are never updated (the
-    original's SGD skipped them, having no gradient), and DDP needs every trainable parameter used. Returns their
-    names. One backward of a zero batch of two in eval mode; running statistics are not touched."""
+    """Freeze the student's parameters no gradient of its pre-ReLU pooled feature reaches (its head), by one backward
+    of a zero batch of two (:func:`~kdvision.core.engine.method.freeze_unreached`); returns their names."""
     tap = PreReLUTap(model)
-    was = model.training
-    model.eval()
-    try:
-        p = next(model.parameters())
+    p = next(model.parameters())
+
+    def probe() -> torch.Tensor:
         with tap.active():
             model(torch.zeros(2, *input_size, device=p.device, dtype=p.dtype))
-        tap.pooled.sum().backward()
-        unused = [n for n, q in model.named_parameters() if q.requires_grad and q.grad is None]
-        for n, q in model.named_parameters():
-            q.grad = None
-            if n in unused:
-                q.requires_grad_(False)
-        return unused
+        return tap.pooled.sum()
+
+    try:
+        return freeze_unreached(model, probe)
     finally:
         tap.remove()
-        model.train(was)
 
 
 def _prefixes(names: list[str]) -> str:
