@@ -78,13 +78,17 @@ def test_kdep_short_run_exports_a_student_that_loads_strictly(setup):
     out = tmp / "run"
     proc = run_script("pretraining/kdep.py", "--dataset", tmp / "imgnet_128k" / "train.txt", "--teacher_weights",
                       teachers[0], "--basis", basis, *SMALL, *STUDENT, "--epochs", "2", "--lr", "0.05",
-                      "--output", out, "--log-interval", "1")
+                      "--step-lr", "1", "--output", out, "--log-interval", "1")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "kdep" and summary["iterations"] == 4 and summary["feature_dims"] == [64, 64]
     losses = [json.loads(line)["loss_feat"] for line in (out / "metrics.jsonl").read_text().splitlines()
               if "loss_feat" in line]
     assert len(losses) == 4 and all(np.isfinite(losses))
+    # robustness' StepLR steps after each epoch: epoch 1 at the base LR, epoch 2 at x0.1
+    lrs = sorted({(r["epoch"], round(r["lr_model"], 12)) for r in map(json.loads, (out / "metrics.jsonl").read_text(
+    ).splitlines()) if "lr_model" in r})
+    assert lrs == [(1, 0.05), (2, 0.005)]
     student = build_model("resnet20_a", 10)
     student.load_state_dict(torch.load(out / "student.pt", weights_only=True), strict=True)
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)

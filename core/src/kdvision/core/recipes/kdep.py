@@ -155,7 +155,7 @@ class KDEPRecipe(Recipe):
     def check(self) -> None:
         cfg = self.cfg
         cfg.teacher, cfg.arch = zoo_name(cfg.teacher), zoo_name(cfg.arch)
-        for what, name in (("teacher", cfg.teacher), ("student", cfg.arch)):
+        for name in (cfg.teacher, cfg.arch):
             pre_relu_point(name)  # a model without a pre-ReLU tap: one line naming it
         if cfg.basis is None:
             raise ConfigError("KDEP needs the teacher's SVD basis: pass --basis FILE (pretraining/gen_svd_weights.py "
@@ -172,15 +172,14 @@ class KDEPRecipe(Recipe):
         size = (3, cfg.image_size, cfg.image_size)
         student = ctx.prepare(build_model(cfg.arch, cfg.fc_classes))
         self.frozen = freeze_unused(student, size)
-        teacher_model = load_teacher(cfg, ctx.device)
+        teacher_model = ctx.prepare(load_teacher(cfg, ctx.device))
         t_dim, s_dim = feature_dim(teacher_model, size), feature_dim(student, size)
-        basis = SVDBasis.load(cfg.basis)
-        basis.check(teacher_dim=t_dim, student_dim=s_dim, teacher_sha256=file_sha256(cfg.teacher_weights),
+        basis, teacher_sha = SVDBasis.load(cfg.basis), file_sha256(cfg.teacher_weights)
+        basis.check(teacher_dim=t_dim, student_dim=s_dim, teacher_sha256=teacher_sha,
                     allow_other_teacher=cfg.legacy_ms_basis_for_sp, where=f"basis {cfg.basis}")
-        if basis.teacher_sha256 and cfg.legacy_ms_basis_for_sp and basis.teacher_sha256 != file_sha256(
-                cfg.teacher_weights):
-            warn("--legacy_ms_basis_for_sp: projecting onto a basis computed for another teacher "
-                            "checkpoint, as the original SP-R50 scripts did")
+        if basis.teacher_sha256 not in (None, teacher_sha):  # only reachable with the legacy flag
+            warn("--legacy_ms_basis_for_sp: projecting onto a basis computed for another teacher checkpoint, as the "
+                 "original SP-R50 scripts did")
         self.basis, self.dims = basis, (t_dim, s_dim)
         teacher = KDEPTeacher(teacher_model, basis, s_dim, tau=cfg.tau, power=cfg.power).to(ctx.device)
         return {"student": student, "teacher": teacher}
@@ -190,7 +189,8 @@ class KDEPRecipe(Recipe):
         method = KDEP(self.players["student"], self.players["teacher"], self.train_set, loss_weight=cfg.loss_w,
                       batch_size=cfg.batch_size,
                       optimizer=OptimizerSpec("sgd", lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-                      schedule=lambda n: LRSchedule("step", timing="start", step_size=cfg.step_lr,
+                      # robustness steps its StepLR after each epoch: epoch e (0-based) runs at gamma^(e // step_lr)
+                      schedule=lambda n: LRSchedule("step", timing="end", step_size=cfg.step_lr,
                                                     gamma=cfg.step_lr_gamma),
                       clip_grad_norm=None, seed=cfg.seed, device=ctx.device, dist=ctx.dist, workers=cfg.workers,
                       amp=cfg.amp, channels_last=cfg.channels_last)
