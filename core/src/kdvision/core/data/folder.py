@@ -22,13 +22,19 @@ def _find(root, split: str) -> bool:
     return root is not None and (Path(root).expanduser() / split).is_dir()
 
 
+def folder_geometry(train: bool, image_size: int, resize_size: int) -> list:
+    """The ImageNet recipe's geometry: RandomResizedCrop + flip (train), Resize(short side) + CenterCrop (test)."""
+    from torchvision.transforms import v2
+
+    return [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()] if train else \
+        [v2.Resize(resize_size), v2.CenterCrop(image_size)]
+
+
 def folder_transform(train: bool, image_size: int, resize_size: int, mean, std):
     from torchvision.transforms import v2
 
-    geometry = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()] if train else \
-        [v2.Resize(resize_size), v2.CenterCrop(image_size)]
-    return v2.Compose([*geometry, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+    return v2.Compose([*folder_geometry(train, image_size, resize_size), v2.ToImage(),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
 @DATASETS.register("imagefolder", aliases=("image_folder",), spec=IMAGEFOLDER_SPEC, splits=(), find=_find)

@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .base import open_image
-from .folder import IMAGE_SUFFIXES
+from .base import ImageListDataset, open_image
+from .folder import IMAGE_SUFFIXES, folder_geometry
 from .ood import image_files
 
 LIST_MAGIC = "# kdvision image list"
@@ -149,14 +149,14 @@ def robustness_train_transform(size: int, mean: Sequence[float], std: Sequence[f
     ``size · 256/224`` (short side) and CenterCrop, robustness' test transform."""
     from torchvision.transforms import v2
 
-    geometry = ([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
-                 v2.ColorJitter(0.1, 0.1, 0.1)] if augment else
-                [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)])
+    geometry = folder_geometry(augment, size, round(size * 256 / 224))
+    jitter = [v2.ColorJitter(0.1, 0.1, 0.1)] if augment else []
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    return v2.Compose([*geometry, *tail, *([Lighting(0.05)] if augment else []), v2.Normalize(list(mean), list(std))])
+    return v2.Compose([*geometry, *jitter, *tail, *([Lighting(0.05)] if augment else []),
+                       v2.Normalize(list(mean), list(std))])
 
 
-class UnlabelledImages(Dataset):
+class UnlabelledImages(ImageListDataset):
     """Images ``root/<file>`` through ``transform``; yields ``(image, 0)`` (labels are never used).
 
     ``cache=True`` decodes every image once, up front, into uint8 tensors (small sets: CPU runs and tests; the
@@ -164,23 +164,18 @@ class UnlabelledImages(Dataset):
 
     def __init__(self, root: str | os.PathLike, files: Sequence[str], transform: Callable[[Any], torch.Tensor],
                  *, cache: bool = False) -> None:
-        self.root, self.files, self.transform = Path(root), list(files), transform
+        super().__init__([(str(Path(root) / f), 0) for f in files], [], transform)
         self._cache: list[torch.Tensor] | None = None
         if cache:
             import numpy as np
 
-            self._cache = [torch.from_numpy(np.array(self._open(i))).permute(2, 0, 1).contiguous()
-                           for i in range(len(self.files))]
-
-    def _open(self, index: int):
-        return open_image(self.root / self.files[index], "RGB", what="pre-training image")
-
-    def __len__(self) -> int:
-        return len(self.files)
+            self._cache = [torch.from_numpy(np.array(open_image(path, "RGB", what="pre-training image"))
+                                            ).permute(2, 0, 1).contiguous() for path, _ in self.samples]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self._cache[index] if self._cache is not None else self._open(index)
-        return self.transform(img), 0
+        if self._cache is None:
+            return super().__getitem__(index)
+        return self.transform(self._cache[index]), 0
 
 
 class Resized(Dataset):
@@ -191,9 +186,7 @@ class Resized(Dataset):
         from torchvision.transforms import v2
 
         self.base, self.spec = base, getattr(base, "spec", None)
-        self.transform = (v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
-                          if train else v2.Compose([v2.Resize(round(size * 256 / 224), antialias=True),
-                                                    v2.CenterCrop(size)]))
+        self.transform = v2.Compose(folder_geometry(train, size, round(size * 256 / 224)))
 
     def __len__(self) -> int:
         return len(self.base)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import save_atomic
 from ..data.imagelist import UnlabelledImages, resolve_images, robustness_train_transform
 from ..data.ood import file_sha256
-from ..engine.config import RunConfig, param
+from ..engine.config import RunConfig, param, to_dict
 from ..engine.method import freeze_unreached, unwrap
 from ..engine.optim import LRSchedule, OptimizerSpec
 from ..engine.rundir import warn
@@ -315,7 +315,7 @@ class SVDRecipe(Recipe):
                     "output": str(save)}))
                 return {}
             run = ctx.open_run()
-            run.write_config(ctx.resolved_config(__import__("dataclasses").asdict(cfg)))
+            run.write_config(ctx.resolved_config(to_dict(cfg)))
             t0 = time.perf_counter()
             moments, dim = compute_basis(teacher, dataset, batch_size=max(1, cfg.batch_size // ctx.dist.world_size),
                                          device=ctx.device, rank=ctx.dist.rank, world_size=ctx.dist.world_size,
