@@ -98,8 +98,10 @@ class RunContext:
               evaluator: Callable[[torch.nn.Module], dict[str, float]] | None, teacher_metric: float | None,
               norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None, extra_hooks: list[Hook] = (),
               render: Callable[[Method], torch.Tensor | None] | None = None, nrow: int = 8,
-              epochs: int | None = None, iters_per_epoch: int | None = None) -> dict[str, Any]:
-        """Run ``method`` under the standard hooks and write ``summary.json``.
+              epochs: int | None = None, iters_per_epoch: int | None = None,
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Run ``method`` under the standard hooks and write ``summary.json``, with what ``finish(summary)`` adds (a
+        recipe's exports and counts).
 
         Sample grids: ``render(method)`` (a [0, 1] batch) when given, else the method's samples denormalised with
         ``norm``; neither: no grids.
@@ -149,6 +151,8 @@ class RunContext:
             if drifted:
                 self.log.warning(f"the {self.dist.world_size} ranks' weights differ after training: "
                                  + ", ".join(f"{k} by up to {v:.3g}" for k, v in drifted.items()))
+        if finish is not None:
+            summary = finish(summary)
         self.run.write_summary(summary)
         who = "student" if teacher_metric is not None else "model"
         self.log.info(f"done ({method.name}): {who} best {metric} {_fmt(state.best_metric)}, last "

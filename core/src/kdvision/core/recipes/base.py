@@ -177,13 +177,10 @@ class Recipe:
             self.teacher_metric = self.measure_teacher()
             if self.eval_only_field and getattr(self.cfg, self.eval_only_field):
                 return self.evaluate_only()
-            summary = self.ctx.train(self.method, task=self.task.name, metric=self.task.metric,
-                                     batch_size=self.cfg.batch_size, evaluator=self.evaluator,
-                                     teacher_metric=self.teacher_metric, extra_hooks=self.hooks(),
-                                     render=self.render(), **self.train_settings())
-            summary = self.finish(summary)
-            self.ctx.run.write_summary(summary)  # with what finish() added (rank 0 writes)
-            return summary
+            return self.ctx.train(self.method, task=self.task.name, metric=self.task.metric,
+                                  batch_size=self.cfg.batch_size, evaluator=self.evaluator,
+                                  teacher_metric=self.teacher_metric, extra_hooks=self.hooks(),
+                                  render=self.render(), finish=self.finish, **self.train_settings())
         finally:
             self.ctx.close()
 
